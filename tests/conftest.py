@@ -1,0 +1,18 @@
+"""Shared test set-up: one thread per process so tests behave the same on any machine."""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+torch.set_num_threads(1)
+os.environ.setdefault("FACEREP_PROGRESS", "0")
+
+
+@pytest.fixture
+def repo_root():
+    return ROOT

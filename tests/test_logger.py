@@ -1,0 +1,41 @@
+"""log.jsonl writer and reader: one object per line, non-finite values kept readable, torn tails."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from common.logger import JsonlWriter, log, progress, read_jsonl
+
+
+def test_jsonl_round_trip(tmp_path):
+    path = tmp_path / "run" / "log.jsonl"
+    writer = JsonlWriter(str(path))
+    writer.write({"step": 1, "loss": torch.tensor(2.5), "lr": np.float32(0.25)})
+    writer.write({"step": 2, "loss": float("nan"), "extra": [torch.tensor(1.0), 2]})
+    assert read_jsonl(str(path)) == [{"step": 1, "loss": 2.5, "lr": 0.25},
+                                     {"step": 2, "loss": "nan", "extra": [1.0, 2]}]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_torn_last_line_is_skipped_but_torn_middle_raises(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
+    assert read_jsonl(str(path)) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(ValueError, match="log.jsonl:2"):
+        read_jsonl(str(path))
+
+
+def test_non_zero_rank_is_silent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    writer = JsonlWriter(str(tmp_path / "log.jsonl"))
+    writer.write({"a": 1})
+    log("hidden")
+    assert not (tmp_path / "log.jsonl").exists()
+    assert capsys.readouterr().out == ""
+    items = [1, 2, 3]
+    assert progress(items) is items
+    monkeypatch.setenv("RANK", "0")
+    log("shown")
+    assert "shown" in capsys.readouterr().out
