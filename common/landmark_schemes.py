@@ -24,8 +24,9 @@ FLIP_PERM = {
     5: [1, 0, 2, 4, 3],  # left eye, right eye, nose tip, left mouth corner, right mouth corner
 }
 
-# Outer eye corners used by the inter-ocular NME (300W: 36/45; WFLW: 60/72).
-OUTER_EYE_CORNERS = {68: (36, 45), 98: (60, 72)}
+# Outer eye corners used by the inter-ocular NME (300W: 36/45; WFLW: 60/72; COFW-29: 8/9 as in
+# HRNet's evaluation.py; AFLW-19: 6/11 as in FaRL's scorer).
+OUTER_EYE_CORNERS = {68: (36, 45), 98: (60, 72), 29: (8, 9), 19: (6, 11)}
 
 # iBUG-68 index groups, in iBUG order.
 IBUG68_GROUPS = {
