@@ -16,3 +16,13 @@ os.environ.setdefault("FACEREP_PROGRESS", "0")
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The built-in synthetic benchmark's ``tiny`` preset (every dataset), written once per session."""
+    import subprocess
+    out = tmp_path_factory.mktemp("synthetic")
+    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", str(out), "--preset", "tiny",
+                    "--seed", "0"], cwd=ROOT, check=True)
+    return out
