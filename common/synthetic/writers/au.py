@@ -1,0 +1,129 @@
+"""DISFA and BP4D (FERA 2015) miniature copies (paper §4.3; shared/research/anchors_recog_au_emotion.md §3).
+
+DISFA (§3.1): subjects SN001–SN013, SN016–SN018, SN021, SN023–SN032 (27; the real ids, so the fixed
+3-fold subject lists apply); labels ``ActionUnit_Labels/SNnnn/SNnnn_auN.txt`` for N in {1,2,4,5,6,9,12,
+15,17,20,25,26}, one line ``frame,intensity`` per frame (comma, no header, integer 0–5, frame numbers
+1-based and equal to line index + 1). Deviation: the real set ships videos; we write the frames
+``Frames_LeftCamera/SNnnn/<frame>.jpg`` named by the label's frame number.
+
+BP4D / FERA 2015 intensity (§3.2): AUs 6, 10, 12, 14, 17; ``AU Intensity Codes3.0/AUnn/<subject>_<task>_
+AUnn.csv``, lines ``frame,intensity`` (no header), codes 0–5 and **9 = not coded** (some frames of the
+tiny and demo sets carry it); subjects: FERA2015 train F001…M017 (21) and devel F002…M018 (20);
+tasks T1…T8; frames ``BP4D-training/<subject>/<task>/<frame>.jpg`` (devel subjects live in the same folder,
+as in the FERA 2015 release; frame numbers do not start at 1).
+
+Each subject's frames are a short expression sequence (AU intensities ramp up and down around
+prototype expressions); the labelled AUs are rendered at exactly their integer label.
+"""
+import os
+
+import numpy as np
+
+from common.synthetic import emotion, face_model
+from common.synthetic.writers.files import save_image, write_text
+from common.synthetic.writers.sampling import identity, render_inside, rng_for
+
+FOLDER_DISFA = "DISFA"
+FOLDER_BP4D = "BP4D"
+DISFA_SUBJECTS = tuple(f"SN{i:03d}" for i in (*range(1, 14), 16, 17, 18, 21, *range(23, 33)))
+BP4D_TRAIN = tuple(f"F{i:03d}" for i in range(1, 24, 2)) + tuple(f"M{i:03d}" for i in range(1, 18, 2))
+BP4D_DEVEL = tuple(f"F{i:03d}" for i in range(2, 23, 2)) + tuple(f"M{i:03d}" for i in range(2, 19, 2))
+
+
+def _sequence(rng, frames, labelled):
+    """Per-frame AU dicts to render and the (frames, len(labelled)) integer labels they realise.
+
+    One or two episodes rise and fall over the sequence: a prototype expression plus, with probability
+    0.35 each, spontaneous labelled AUs at a random peak (the EMFACS prototypes never use e.g. BP4D's
+    AU10, 14, 17). Labelled AUs are quantised to integers 0–5 and rendered at exactly that value, others
+    keep their float value.
+    """
+    episodes = 1 if frames < 8 else 2
+    t = (np.arange(frames) + 0.5) / frames * episodes
+    envelope = np.sin(np.pi * (t % 1.0)) ** 2                                # (frames,), 0 -> 1 -> 0
+    episode = np.minimum(t.astype(int), episodes - 1)
+    protos = [emotion.prototype_aus(int(rng.integers(1, 8)), float(rng.uniform(3.0, 5.0)), rng)
+              for _ in range(episodes)]
+    aus = sorted(set(face_model.AUS) | set(labelled) | {au for p in protos for au in p})
+    peak = np.array([[float(p.get(au, 0.0)) for au in aus] for p in protos])   # (episodes, n_aus)
+    cols = [aus.index(au) for au in labelled]
+    spontaneous = rng.uniform(1.0, 5.0, (episodes, len(cols))) * (rng.random((episodes, len(cols))) < 0.35)
+    peak[:, cols] = np.maximum(peak[:, cols], spontaneous)
+    values = peak[episode] * envelope[:, None] + rng.uniform(0, 0.6, (frames, len(aus)))
+    values = np.clip(values, 0.0, 5.0)
+    labels = np.rint(values[:, cols]).astype(int)
+    values[:, cols] = labels
+    return [dict(zip(aus, row.tolist())) for row in values], labels
+
+
+def _render_frame(ctx, namespace, subject, session, frame, aus):
+    """A lab-style video frame: the subject's fixed background and light, near-frontal head with a little motion."""
+    motion = rng_for(ctx.seed, namespace, "motion", subject).uniform(-1, 1, 3) * (15.0, 6.0, 4.0)
+    pose = tuple(m * np.sin(0.3 * frame + k) for k, m in enumerate(motion))
+    scene = rng_for(ctx.seed, namespace, "scene", session)                   # same state for every frame
+    return render_inside(ctx, identity(ctx, namespace, subject), aus, pose, scene, background="plain").image
+
+
+def plan_disfa(cfg, seed):
+    return [{"key": f"{s}/{t + 1}", "subject": s, "frame": t + 1} for s in DISFA_SUBJECTS for t in range(cfg["frames"])]
+
+
+def _disfa_sequence(seed, subject, frames):
+    return _sequence(rng_for(seed, "disfa", "sequence", subject), frames, face_model.AUS_DISFA)
+
+
+def make_disfa(ctx, out, cfg, job):
+    aus, _ = _disfa_sequence(ctx.seed, job["subject"], cfg["frames"])
+    image = _render_frame(ctx, "disfa", job["subject"], job["subject"], job["frame"], aus[job["frame"] - 1])
+    save_image(os.path.join(out, FOLDER_DISFA, "Frames_LeftCamera", job["subject"], f"{job['frame']}.jpg"), image)
+    return {}
+
+
+def finish_disfa(out, cfg, jobs, records, seed):
+    for subject in DISFA_SUBJECTS:
+        _, labels = _disfa_sequence(seed, subject, cfg["frames"])
+        for k, au in enumerate(face_model.AUS_DISFA):
+            write_text(os.path.join(out, FOLDER_DISFA, "ActionUnit_Labels", subject, f"{subject}_au{au}.txt"),
+                       [f"{t + 1},{v}" for t, v in enumerate(labels[:, k])])
+    return {"images": len(jobs), "subjects": len(DISFA_SUBJECTS), "frames_per_subject": cfg["frames"]}
+
+
+def _bp4d_sequences(cfg):
+    return [(s, f"T{k + 1}") for s in BP4D_TRAIN + BP4D_DEVEL for k in range(cfg["tasks"])]
+
+
+def _bp4d_sequence(seed, cfg, subject, task):
+    """(first frame number, render AU dicts, labels with 9 = not coded)."""
+    rng = rng_for(seed, "bp4d", "sequence", subject, task)
+    aus, labels = _sequence(rng, cfg["frames"], face_model.AUS_BP4D)
+    first = int(rng.integers(1, 600))
+    coded = rng.random(labels.shape) >= cfg["uncoded_rate"]
+    if (subject, task) == (BP4D_TRAIN[0], "T1"):
+        coded[-1] = False                                                    # at least one frame is all 9
+    return first, aus, np.where(coded, labels, 9)
+
+
+def plan_bp4d(cfg, seed):
+    return [{"key": f"{s}/{task}/{t}", "subject": s, "task": task, "t": t}
+            for s, task in _bp4d_sequences(cfg) for t in range(cfg["frames"])]
+
+
+def make_bp4d(ctx, out, cfg, job):
+    first, aus, _ = _bp4d_sequence(ctx.seed, cfg, job["subject"], job["task"])
+    image = _render_frame(ctx, "bp4d", job["subject"], job["key"].rsplit("/", 1)[0], job["t"], aus[job["t"]])
+    save_image(os.path.join(out, FOLDER_BP4D, "BP4D-training", job["subject"], job["task"], f"{first + job['t']}.jpg"),
+               image)
+    return {}
+
+
+def finish_bp4d(out, cfg, jobs, records, seed):
+    uncoded = 0
+    for subject, task in _bp4d_sequences(cfg):
+        first, _, labels = _bp4d_sequence(seed, cfg, subject, task)
+        uncoded += int(np.sum(labels == 9))
+        for k, au in enumerate(face_model.AUS_BP4D):
+            write_text(os.path.join(out, FOLDER_BP4D, "AU Intensity Codes3.0", f"AU{au:02d}",
+                                    f"{subject}_{task}_AU{au:02d}.csv"),
+                       [f"{first + t},{v}" for t, v in enumerate(labels[:, k])])
+    return {"images": len(jobs), "train_subjects": len(BP4D_TRAIN), "devel_subjects": len(BP4D_DEVEL),
+            "tasks": cfg["tasks"], "uncoded_labels": uncoded}

@@ -1,0 +1,45 @@
+"""Sizes of the synthetic benchmark's presets (issue 3): ``tiny`` for tests, ``demo`` for ``make demo``.
+
+Counts are the miniature copies' own (the real counts are in shared/research); split sizes that a
+real protocol hard-codes (e.g. AFLW-19's 20000 training faces) are recorded in ``manifest.json``.
+Canvas sizes are (H, W) of the whole "photos" the render is placed in, before a random jitter.
+"""
+
+PRESETS = {
+    "tiny": {
+        "render_size": 96, "workers": 1,
+        "300w": {"afw": 2, "helen_trainset": 2, "lfpw_trainset": 2, "helen_testset": 2, "lfpw_testset": 1,
+                 "ibug": 2, "indoor": 1, "outdoor": 1, "canvas": (128, 160)},
+        "wflw": {"train": 6, "test": 6, "canvas": (120, 140)},
+        "aflw19": {"train": 8, "test": 6, "canvas": (120, 150)},
+        "cofw68": {"test": 4, "canvas": (110, 110)},
+        "vggface2": {"train_ids": 4, "test_ids": 2, "per_id": 3},
+        "ijbb": {"subjects": 3, "max_templates": 2, "impostor_per_genuine": 2},
+        "ijbc": {"subjects": 3, "max_templates": 2, "impostor_per_genuine": 2},
+        "disfa": {"frames": 2},
+        "bp4d": {"tasks": 1, "frames": 2, "uncoded_rate": 0.1},
+        "affectnet": {"train": 12, "val": 8},
+        "300w_lp": {"sources": 1, "views": 2, "canvas": 128},
+        "aflw2000_3d": {"images": 6, "canvas": 128},
+        "florence": {"subjects": 2, "yaws": (-40, 0, 40), "pitches": (0,)},
+        "unlabelled": {"images": 24, "corrupt": True},
+    },
+    "demo": {
+        "render_size": 256, "workers": 8,
+        "300w": {"afw": 40, "helen_trainset": 60, "lfpw_trainset": 40, "helen_testset": 30, "lfpw_testset": 20,
+                 "ibug": 20, "indoor": 15, "outdoor": 15, "canvas": (340, 420)},
+        "wflw": {"train": 150, "test": 60, "canvas": (320, 380)},
+        "aflw19": {"train": 150, "test": 50, "canvas": (320, 400)},
+        "cofw68": {"test": 50, "canvas": (290, 290)},
+        "vggface2": {"train_ids": 40, "test_ids": 10, "per_id": 8},
+        "ijbb": {"subjects": 20, "max_templates": 3, "impostor_per_genuine": 4},
+        "ijbc": {"subjects": 20, "max_templates": 3, "impostor_per_genuine": 4},
+        "disfa": {"frames": 12},
+        "bp4d": {"tasks": 2, "frames": 4, "uncoded_rate": 0.05},
+        "affectnet": {"train": 300, "val": 80},
+        "300w_lp": {"sources": 20, "views": 4, "canvas": 300},
+        "aflw2000_3d": {"images": 60, "canvas": 300},
+        "florence": {"subjects": 4, "yaws": (-80, -60, -40, -20, 0, 20, 40, 60, 80), "pitches": (-15, 20, 25)},
+        "unlabelled": {"images": 3000, "corrupt": False},
+    },
+}
