@@ -59,7 +59,7 @@ def _check_plain(obj, where: str) -> None:
     elif type(obj) in (list, tuple, set):
         for i, value in enumerate(obj):
             _check_plain(value, f"{where}[{i}]")
-    elif not isinstance(obj, _PLAIN_TYPES):
+    elif not isinstance(obj, _PLAIN_TYPES) or isinstance(obj, np.generic):  # np.float64 is a float
         raise TypeError(f"checkpoint entry {where} has type {type(obj).__module__}.{type(obj).__name__}; "
                         f"checkpoints hold plain data only (dict/list/str/number/tensor) so that "
                         f"torch.load(weights_only=True) can read them")

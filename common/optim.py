@@ -167,6 +167,10 @@ def param_groups(model: nn.Module, *, weight_decay: float, backbone_lr_mult: flo
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's lr to lr * group["lr_mult"] (1.0 when the group has no multiplier)."""
+    """Set every group's lr to lr * group["lr_mult"] (1.0 when the group has no multiplier).
+
+    The value is stored as a Python float, so a schedule entry (a numpy scalar) never reaches the
+    optimizer state, which checkpoints must hold as plain data.
+    """
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        group["lr"] = float(lr) * group.get("lr_mult", 1.0)

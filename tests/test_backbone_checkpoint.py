@@ -120,6 +120,8 @@ def test_save_rejects_non_plain_data_and_load_errors_name_the_file(tmp_path):
     import argparse
     with pytest.raises(TypeError, match=r"state\['config'\]\['args'\].*Namespace"):
         ckpt.save_checkpoint(tmp_path / "a.pth", {"config": {"args": argparse.Namespace(lr=1)}})
+    with pytest.raises(TypeError, match=r"state\['lr'\].*float64"):  # a float subclass, refused on load
+        ckpt.save_checkpoint(tmp_path / "a.pth", {"lr": np.float64(0.1)})
     assert not (tmp_path / "a.pth").exists()
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         ckpt.load_checkpoint(tmp_path / "nope.pth")

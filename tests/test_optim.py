@@ -157,6 +157,8 @@ def test_param_groups_default_and_set_lr():
     sgd = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)  # no lr_mult key: multiplier 1
     set_lr(sgd, 0.25)
     assert sgd.param_groups[0]["lr"] == 0.25
+    set_lr(sgd, np.float64(0.125))  # schedules are numpy arrays; the state must stay plain floats
+    assert type(sgd.param_groups[0]["lr"]) is float and sgd.param_groups[0]["lr"] == 0.125
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         param_groups(frozen, weight_decay=0.0)
