@@ -150,7 +150,7 @@ def cli(description, extra_args=(), argv=None):
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
         parser.add_argument(*flags, **kwargs)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=0.1")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after options
     try:
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as e:

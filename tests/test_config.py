@@ -72,6 +72,9 @@ def test_cli_parses_config_extras_and_overrides(cfg_path):
     cfg, args = cli("t", extra_args=[("--checkpoint", {"required": True})],
                     argv=["--config", cfg_path, "--checkpoint", "c.pth", "optim.epochs=2"])
     assert args.checkpoint == "c.pth" and cfg.optim.epochs == 2
+    cfg, args = cli("t", extra_args=[("--checkpoint", {"required": True})],
+                    argv=["--config", cfg_path, "optim.epochs=3", "--checkpoint", "d.pth", "optim.lr=0.5"])
+    assert args.checkpoint == "d.pth" and cfg.optim.epochs == 3 and cfg.optim.lr == 0.5
     with pytest.raises(SystemExit):
         cli("t", argv=["--config", cfg_path, "optim.epoch=2"])
 

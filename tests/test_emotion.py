@@ -1,0 +1,168 @@
+"""Emotion (paper App. D.1, Table 12): AffectNet list parsing and masking, loss, metrics, flip averaging, end to end."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.config import load_config
+from common.finetune import make_loader
+from common.metrics import ccc, pcc
+from emotion.affectnet import HEADER, AnnotationError, read_affectnet_list
+from emotion.engine import evaluate
+from emotion.model import EmotionLoss, batch_ccc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POINTS = ";".join(f"{v:.1f}" for v in np.arange(136))
+
+
+def _csv(path, rows, header=",".join(HEADER)):
+    with open(path, "w") as f:
+        f.write("\n".join([header] + rows) + "\n")
+    return str(path)
+
+
+def _row(code, valence=0.5, arousal=-0.25, box="10,20,30,40", points=POINTS, name="1/a.jpg"):
+    return f"{name},{box},{points},{code},{valence},{arousal}"
+
+
+def test_affectnet_masking_rules(tmp_path):
+    rows = [_row(1), _row(8, name="1/none.jpg"), _row(9, -2, -2, name="2/u.jpg"), _row(10, -2, -2, name="2/n.jpg"),
+            _row(7, name="3/c.jpg"), _row(0, -2, 0.3, name="3/masked.jpg"), _row(2, box="5,5,0,10", name="4/e.jpg")]
+    path = _csv(tmp_path / "training.csv", rows)
+    t8 = read_affectnet_list(path, num_classes=8)
+    assert t8["paths"] == ["1/a.jpg", "3/c.jpg", "3/masked.jpg"]
+    assert t8["expression"].tolist() == [1, 7, 0]
+    assert t8["va_valid"].tolist() == [True, True, False]
+    assert t8["dropped"] == {"no_basic_emotion(8-10)": 3, "contempt(7-class)": 0, "empty_box": 1}
+    np.testing.assert_array_equal(t8["boxes"][0], [10, 20, 40, 60])        # (x, y, w, h) -> (x1, y1, x2, y2)
+    np.testing.assert_array_equal(t8["landmarks"][0, 1], [2.0, 3.0])
+    assert t8["valence"][0] == 0.5 and t8["arousal"][0] == -0.25
+    t7 = read_affectnet_list(path, num_classes=7)
+    assert t7["paths"] == ["1/a.jpg", "3/masked.jpg"] and t7["dropped"]["contempt(7-class)"] == 1
+
+
+@pytest.mark.parametrize("row, reason", [(_row("x"), "non-numeric"), (_row(11), "not a code 0-10"),
+                                         (_row(1, valence=1.5), "valence 1.5"),
+                                         (_row(1, points=";".join(["1"] * 134)), "134 numbers"),
+                                         ("1/a.jpg,1,2,3", "expected 9 columns")])
+def test_malformed_affectnet_row_names_file_and_line(tmp_path, row, reason):
+    path = _csv(tmp_path / "validation.csv", [_row(1), row])
+    with pytest.raises(AnnotationError, match=rf"validation.csv:3: .*{reason}"):
+        read_affectnet_list(path)
+
+
+def test_wrong_header_is_reported_on_line_1(tmp_path):
+    path = _csv(tmp_path / "validation.csv", [_row(1)], header="path,x,y,w,h,lm,expr,v,a")
+    with pytest.raises(AnnotationError, match="validation.csv:1: header"):
+        read_affectnet_list(path)
+
+
+def test_ccc_never_exceeds_abs_pcc_over_random_draws():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(2, 50))
+        gt = rng.normal(rng.normal(), rng.uniform(0.1, 3), n)
+        pred = rng.uniform(-2, 2) * gt + rng.normal(rng.normal(), rng.uniform(0.01, 3), n)
+        c, r = ccc(pred, gt), pcc(pred, gt)
+        assert c <= abs(r) + 1e-12
+        assert float(batch_ccc(torch.tensor(pred), torch.tensor(gt), eps=0.0)) == pytest.approx(c, rel=1e-9, abs=1e-12)
+
+
+def test_loss_matches_hand_computation():
+    """Valence rows 0-1 (row 2 masked): pred (0.5, -0.5) vs gt (1, 0): RMSE 0.5, CCC 0.25*2 / 0.75 = 2/3;
+    arousal exact (RMSE 0, CCC 1); CE of zero logits over 3 classes = log 3."""
+    outputs = {"valence": torch.tensor([0.5, -0.5, 0.0]), "arousal": torch.tensor([0.1, -0.3, 0.9]),
+               "logits": torch.zeros(3, 3)}
+    args = (torch.tensor([0, 1, 2]), torch.tensor([1.0, 0.0, 0.2]), torch.tensor([0.1, -0.3, -0.7]),
+            torch.tensor([True, True, False]))
+    loss, parts = EmotionLoss()(outputs, *args)
+    assert float(parts["rmse_valence"]) == pytest.approx(0.5) and float(parts["ccc_valence"]) == pytest.approx(2 / 3)
+    assert float(loss) == pytest.approx(math.log(3) + 0.5 + 1 / 3, abs=1e-5)
+    weighted, _ = EmotionLoss(ce_weight=2.0, rmse_weight=0.0, ccc_weight=3.0)(outputs, *args)
+    assert float(weighted) == pytest.approx(2 * math.log(3) + 3 * (1 / 3), abs=1e-5)
+    single, parts = EmotionLoss()(outputs, args[0], args[1], args[2], torch.tensor([True, False, False]))
+    assert float(single) == pytest.approx(math.log(3)) and float(parts["ccc_valence"]) == 0.0
+
+
+class _MirrorStub(nn.Module):
+    """valence = mean(left half) - mean(right half): its mirror gives the opposite sign."""
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        v = x[:, 0, :, :half].mean((1, 2)) - x[:, 0, :, half:].mean((1, 2))
+        return {"valence": torch.tanh(v), "arousal": torch.tanh(x.mean((1, 2, 3))),
+                "logits": torch.stack([v, -v], 1)}
+
+
+def test_flip_averages_valence_arousal_not_the_class():
+    torch.manual_seed(0)
+    data = [{"image": torch.randn(3, 8, 8), "index": i} for i in range(6)]
+    table = {"expression": np.array([0, 1, 0, 1, 0, 1]), "va_valid": np.ones(6, bool),
+             "valence": np.linspace(-0.5, 0.5, 6).astype(np.float32), "arousal": np.zeros(6, np.float32),
+             "paths": [str(i) for i in range(6)]}
+    loader = make_loader(data, batch_size=4, train=False, workers=0, seed=0)
+    plain, p = evaluate(_MirrorStub(), loader, table, device=torch.device("cpu"), flip_va=False)
+    flipped, q = evaluate(_MirrorStub(), loader, table, device=torch.device("cpu"), flip_va=True)
+    np.testing.assert_allclose(q["valence"], 0.0, atol=1e-6)             # image and mirror cancel
+    np.testing.assert_allclose(q["arousal"], p["arousal"], atol=1e-6)    # mirror-invariant output unchanged
+    np.testing.assert_array_equal(q["logits"], p["logits"])
+    assert flipped["accuracy"] == plain["accuracy"] and flipped["images"] == 6
+
+
+SLOW = pytest.mark.skipif(os.environ.get("FACEREP_SLOW_TESTS") != "1",
+                          reason="minutes on CPU; set FACEREP_SLOW_TESTS=1")
+
+
+def _synthetic_affectnet(out, train, val, size):
+    """A synthetic AffectNet copy of the given size, through the writers' public contract."""
+    from common.synthetic.writers import WRITERS
+    from common.synthetic.writers.sampling import context
+    writer, cfg = WRITERS["affectnet"], {"train": train, "val": val}
+    jobs = writer.plan(cfg, 0)
+    writer.finish(out, cfg, jobs, [writer.make(context(0, size), out, cfg, job) for job in jobs], 0)
+    return os.path.join(out, writer.folder)
+
+
+def test_synthetic_pipeline_learns_and_reevaluates(tmp_path, synthetic_root):
+    """train.py -> metrics.json on the tiny preset (codes 8-10 dropped); the fine-tune fits its
+    training faces (valence PCC / CCC through the whole pipeline, flip-averaged: a mis-ordered
+    gather would give ~0); eval.py reproduces the test metrics; the dataset check runs. Held-out
+    learning needs more data than the tiny preset has: see the FACEREP_SLOW_TESTS test below."""
+    from emotion import eval as emo_eval, train as emo_train
+    root = str(synthetic_root / "AffectNet")
+    cfg = load_config(os.path.join(ROOT, "emotion/configs/synthetic.yaml"),
+                      [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.batch_size=4", "optim.epochs=20"])
+    metrics = emo_train.main(cfg)
+    assert metrics["images"] == 5 and metrics["train_images"] == 9 and metrics["flip_va"] is True
+    fit = emo_eval.main(cfg, str(tmp_path / "run" / "last.pth"), split="train", out=str(tmp_path / "ev"))
+    assert fit["valence"]["pcc"] > 0.6 and fit["valence"]["ccc"] > 0.3, fit  # measured 0.91 / 0.66
+    again = emo_eval.main(cfg, str(tmp_path / "run" / "last.pth"), out=str(tmp_path / "ev"))
+    assert again["valence"] == metrics["valence"] and again["accuracy"] == metrics["accuracy"]
+
+    check = subprocess.run([sys.executable, "-m", "emotion.data", "--check", "--dataset", "affectnet", "--root",
+                            root, "--out", str(tmp_path / "check"), "--input-size", "48"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    summary = json.loads(check.stdout.strip().splitlines()[-1])
+    assert summary == {"train": {"count": 9, "unreadable": 0}, "val": {"count": 5, "unreadable": 0}}
+    assert os.path.isfile(tmp_path / "check" / "check_affectnet_val.png")
+
+
+@SLOW
+def test_synthetic_finetune_generalises_valence(tmp_path):
+    """Acceptance: a short fine-tune reaches a valence CCC clearly above 0 on the held-out validation
+    list. The tiny preset (9 training rows) is too small, so 500 / 80 rows are written. Measured on
+    2 CPU cores (10 epochs, 64 px): valence CCC -0.02, arousal CCC -0.04 on the validation rows while
+    the training rows reach CCC 0.57 / 0.58, i.e. this fails at this size; reported to the lead
+    (a larger or higher-resolution synthetic AffectNet is needed to show held-out learning)."""
+    from emotion import train as emo_train
+    root = _synthetic_affectnet(str(tmp_path / "data"), train=500, val=80, size=64)
+    cfg = load_config(os.path.join(ROOT, "emotion/configs/synthetic.yaml"),
+                      [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.epochs=10"])
+    metrics = emo_train.main(cfg)
+    assert metrics["valence"]["ccc"] > 0.1, metrics
