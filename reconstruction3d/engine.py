@@ -1,0 +1,192 @@
+"""Training and evaluation loops of mesh regression (paper §5.5, Table 9, App. D.2 Fig. 6), shared by train and eval.
+
+Loss: l1 distance between predicted and ground-truth vertices (§5.5), in the normalised crop frame
+of ``reconstruction3d.data``. Evaluation maps predictions back to the image frame and scores:
+
+- AFLW2000-3D "NME (68 points)" (Table 9): 2-D error of the 68 landmark vertices against
+  ``pt3d_68``, normalised by sqrt(w h) of the GT landmark box, per |yaw| bin and the mean of the
+  three bin means (``common.metrics.nme_aflw2000``; anchors_landmarks_3d.md §4.3). In %.
+- dense vertex NME (anchors §4.4, 2DASL): mean 3-D vertex distance over all vertices, depth of
+  both meshes centred on their mean (the offset is unobservable), normalised by sqrt(w h) of the
+  GT mesh's 2-D box; ``dense_nme`` as predicted and ``dense_nme_rigid`` after the best rotation
+  and translation (Procrustes with the known correspondence; 2DASL uses ICP on every 50th vertex).
+- Florence (Fig. 6): ``reconstruction3d.rigid.florence_error`` per image, a cumulative error curve
+  (``draw_ced`` / ``plot_ced``, also used by fig6.py).
+Predictions are gathered across ranks by sample index (padded duplicates count once).
+"""
+import math
+
+import numpy as np
+import torch
+
+from common import distributed
+from common.logger import progress
+from common.metrics import ced, nme_aflw2000
+from common.optim import set_lr
+from reconstruction3d import formats, rigid
+from reconstruction3d.data import denormalise_vertices
+
+
+def l1_loss(pred, target, valid):
+    """Mean absolute vertex error per sample, averaged over the valid samples of the batch."""
+    per_sample = (pred.float() - target).abs().mean(dim=(1, 2))             # B
+    valid = valid.to(per_sample.dtype)
+    return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def train_one_epoch(model, loader, optimizer, lr_values, first_iter, *, device, epoch, amp=False):
+    """One pass; the lr of iteration k is ``lr_values[first_iter + k]``. Returns loss/lr/counts."""
+    model.train()
+    total = torch.zeros(3, dtype=torch.float64, device=device)              # loss sum, batches, skipped
+    lr = float("nan")
+    for k, batch in enumerate(progress(loader, desc=f"epoch {epoch}")):
+        lr = float(lr_values[min(first_iter + k, len(lr_values) - 1)])
+        set_lr(optimizer, lr)
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(images)
+        loss = l1_loss(pred, target, batch["valid"].to(device))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss {value} at epoch {epoch}, iteration {first_iter + k}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += torch.tensor([value, 1.0, float((~batch["valid"]).sum())], dtype=torch.float64, device=device)
+    distributed.all_reduce_sum(total)
+    return {"loss": float(total[0] / total[1].clamp(min=1)), "lr": lr,
+            "iterations": int(total[1]) // distributed.get_world_size(), "skipped_images": int(total[2])}
+
+
+@torch.no_grad()
+def predict(model, images, matrix, *, input_size, amp=False):
+    """Image-frame vertices (B, V, 3) float64 on the CPU for a batch of crops."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = model(images)
+    return denormalise_vertices(pred.float().cpu(), matrix, input_size)
+
+
+def dense_errors(pred, gt):
+    """(B, 2): dense NME as predicted and after rigid Procrustes; pred, gt (B, V, 3) float64."""
+    gt = gt.clone()
+    pred = pred.clone()
+    gt[..., 2] -= gt[..., 2].mean(-1, keepdim=True)
+    pred[..., 2] -= pred[..., 2].mean(-1, keepdim=True)
+    wh = gt[..., :2].amax(1) - gt[..., :2].amin(1)
+    norm = (wh[:, 0] * wh[:, 1]).sqrt()
+    raw = (pred - gt).norm(dim=-1).mean(-1) / norm
+    a, b = pred - pred.mean(1, keepdim=True), gt - gt.mean(1, keepdim=True)
+    u, _, vh = torch.linalg.svd(b.transpose(1, 2) @ a)                      # B x 3 x 3
+    d = torch.ones(len(a), 3, dtype=a.dtype)
+    d[:, 2] = torch.sign(torch.linalg.det(u) * torch.linalg.det(vh))
+    rot = u @ torch.diag_embed(d) @ vh
+    aligned = a @ rot.transpose(1, 2)
+    rigid_err = (aligned - b).norm(dim=-1).mean(-1) / norm
+    return torch.stack([raw, rigid_err], 1)
+
+
+def _gather_sorted(index, *columns):
+    """Gather rows over ranks and keep one per sample index, sorted (drops sampler padding)."""
+    index = distributed.all_gather_varlen(index).cpu().numpy()
+    columns = [distributed.all_gather_varlen(c).cpu().numpy() for c in columns]
+    order, first = np.unique(index, return_index=True)
+    return order, [c[first] for c in columns]
+
+
+def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=False):
+    """(metrics dict, per-image NME (N,)) on an AFLW2000-3D loader of ``MeshDataset(with_gt=True)``."""
+    model.eval()
+    ids = torch.as_tensor(landmark_ids, dtype=torch.long)
+    rows = {k: [] for k in ("index", "pred", "gt", "yaw", "dense", "valid")}
+    for batch in progress(loader, desc="eval aflw2000"):
+        pred = predict(model, batch["image"].to(device), batch["matrix"], input_size=input_size, amp=amp)
+        rows["index"].append(batch["index"])
+        rows["pred"].append(pred[:, ids])
+        rows["gt"].append(batch["landmarks"])
+        rows["yaw"].append(batch["yaw"].double())
+        rows["dense"].append(dense_errors(pred, batch["vertices"].double()))
+        rows["valid"].append(batch["valid"].to(torch.uint8))
+    cat = {k: torch.cat(v).to(device) for k, v in rows.items()}
+    index, (pred, gt, yaw, dense, valid) = _gather_sorted(cat["index"], cat["pred"], cat["gt"], cat["yaw"],
+                                                          cat["dense"], cat["valid"])
+    if len(index) != len(loader.dataset):
+        raise RuntimeError(f"evaluated {len(index)} of {len(loader.dataset)} samples")
+    valid = valid.astype(bool)
+    if not valid.any():
+        raise RuntimeError("no readable AFLW2000-3D image")
+    nme = nme_aflw2000(pred[valid], gt[valid], yaw[valid])
+    per_image = np.linalg.norm(pred[valid, :, :2] - gt[valid, :, :2], axis=-1).mean(-1)
+    wh = np.ptp(gt[valid, :, :2], axis=1)
+    per_image = per_image / np.sqrt(wh[:, 0] * wh[:, 1])
+    metrics = {"nme68": {k: 100 * v for k, v in nme.items()},
+               "dense_nme": 100 * float(dense[valid, 0].mean()),
+               "dense_nme_rigid": 100 * float(dense[valid, 1].mean()),
+               "images": int(valid.sum()), "skipped_images": int((~valid).sum())}
+    return metrics, per_image
+
+
+def evaluate_florence(model, loader, *, device, input_size, root, topology, alignment, norm,
+                      ced_max, amp=False):
+    """(metrics dict, per-image errors (N,)) on a Florence loader (``MeshDataset(with_gt=False)``).
+
+    Predictions are made right-handed (image y down -> up) before aligning them to the scans.
+    """
+    model.eval()
+    dataset = loader.dataset
+    scans = {}
+    index, errors, valid = [], [], []
+    flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    if alignment == "auto":  # procrustes when the scans share the mesh topology (the synthetic set)
+        first = formats.read_obj_vertices(formats.scan_path(root, formats.subject_of(dataset.items[0][0])))
+        alignment = "procrustes" if len(first) == topology.n_vertices else "icp"
+    for batch in progress(loader, desc="eval florence"):
+        pred = predict(model, batch["image"].to(device), batch["matrix"], input_size=input_size, amp=amp) * flip
+        for i, p, ok in zip(batch["index"].tolist(), pred.numpy(), batch["valid"].tolist()):
+            subject = formats.subject_of(dataset.items[i][0])
+            if subject not in scans:
+                scans[subject] = formats.read_obj_vertices(formats.scan_path(root, subject))
+            err = rigid.florence_error(p, scans[subject], landmark_ids=topology.landmark_ids,
+                                       template=topology.vertices, alignment=alignment, norm=norm) if ok else 0.0
+            index.append(i)
+            errors.append(err)
+            valid.append(ok)
+    order, (errors, valid) = _gather_sorted(torch.tensor(index, device=device),
+                                            torch.tensor(errors, dtype=torch.float64, device=device),
+                                            torch.tensor(valid, dtype=torch.uint8, device=device))
+    if len(order) != len(dataset):
+        raise RuntimeError(f"evaluated {len(order)} of {len(dataset)} samples")
+    errors = errors[valid.astype(bool)]
+    if not len(errors):
+        raise RuntimeError("no readable Florence render")
+    xs = np.linspace(0.0, ced_max, 201)
+    curve = ced(errors, xs)
+    auc = float(np.trapezoid(curve, xs) / ced_max)
+    metrics = {"nme": 100 * float(errors.mean()), "median": 100 * float(np.median(errors)),
+               f"auc@{ced_max:g}": auc, "alignment": alignment, "normaliser": norm,
+               "images": int(len(errors)), "skipped_images": int((~valid.astype(bool)).sum()),
+               "errors": errors.tolist()}
+    return metrics, errors
+
+
+def draw_ced(ax, curves, *, title, max_error):
+    """Cumulative error curves {label: per-image errors} on ``ax`` up to ``max_error`` (x in %)."""
+    xs = np.linspace(0.0, max_error, 501)
+    for label, errors in curves.items():
+        ax.plot(xs * 100, ced(errors, xs), lw=2, label=label)
+    ax.set(xlabel="NME (%)", ylabel="fraction of images", title=title, xlim=(0, max_error * 100), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_ced(curves, path, *, title, max_error):
+    """One-panel PNG of ``draw_ced``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=120)
+    draw_ced(ax, curves, title=title, max_error=max_error)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
