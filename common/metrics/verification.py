@@ -2,7 +2,7 @@
 
 Reproduces scikit-learn ``roc_curve`` (default ``drop_intermediate=True``) and the insightface
 read-off (``ijb_11.py`` / ``eval_ijbc.py``), per shared/research/anchors_recog_au_emotion.md §1.5.
-Vectorised: one sort of the scores, cumulative sums, np.diff de-duplication (15.7M IJB-C pairs).
+Vectorised: one sort of the scores, run-length counts, cumulative sums (15.7M IJB-C pairs in ~1 s).
 """
 import warnings
 
@@ -36,13 +36,16 @@ def roc(scores, labels):
     is prepended with threshold +inf. Without negatives (positives) fpr (tpr) is NaN with a warning.
     """
     scores, labels = _scores_labels(scores, labels)
-    order = np.argsort(scores, kind="stable")[::-1]              # decreasing score
-    sorted_scores = scores[order]
-    # last index of each run of equal scores, then the end of the curve
-    idx = np.append(np.flatnonzero(np.diff(sorted_scores)), scores.size - 1)
-    tps = np.cumsum(labels[order], dtype=np.float64)[idx]
-    fps = 1.0 + idx.astype(np.float64) - tps
-    thresholds = sorted_scores[idx]
+    # One plain sort (no argsort: ties need no order), then per distinct score the number of
+    # pairs and of genuine pairs; cumulative sums from the top give tps/fps at each threshold.
+    ascending = np.sort(scores)
+    starts = np.flatnonzero(np.concatenate([[True], ascending[1:] != ascending[:-1]]))
+    distinct = ascending[starts]
+    counts = np.diff(np.append(starts, scores.size))
+    genuine = np.bincount(np.searchsorted(distinct, scores[labels]), minlength=distinct.size)
+    thresholds = distinct[::-1]                                  # decreasing score
+    tps = np.cumsum(genuine[::-1], dtype=np.float64)
+    fps = np.cumsum(counts[::-1], dtype=np.float64) - tps
     if fps.size > 2:
         keep = np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]])
         fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
