@@ -93,3 +93,10 @@ def test_exponent_floats_in_files_and_overrides(tmp_path):
     path.write_text("lr: 1e-4\nwd: 5.0e-2\nname: 1e4x\n")
     cfg = load_config(str(path), ["wd=2E-3"])
     assert cfg.lr == 1e-4 and cfg.wd == 2e-3 and cfg.name == "1e4x"
+
+
+def test_only_true_and_false_are_booleans(cfg_path):
+    cfg = load_config(cfg_path, ["model.init=off", "optim.amp=True"])
+    assert cfg.model.init == "off" and cfg.optim.amp is True
+    with pytest.raises(ConfigError, match="expected bool"):
+        load_config(cfg_path, ["optim.amp=yes"])
