@@ -106,7 +106,8 @@ class MultiCropTransform:
 class ImageDataset(torch.utils.data.Dataset):
     """Unlabelled images. Indexed by (index, seed) pairs from EpochSampler: the augmentation of a
     sample is a function of its seed only (not of the worker, rank or position), so a resumed
-    run and a run on any number of processes see the same crops. Unreadable images give None."""
+    run and a run on any number of processes see the same crops. Unreadable images give None.
+    A transform with a ``load(path)`` method decodes its own input (pretrain/fast_multicrop.py)."""
 
     def __init__(self, paths: list, transform):
         self.paths, self.transform = paths, transform
@@ -116,7 +117,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        img = load_rgb(self.paths[index])
+        img = getattr(self.transform, "load", load_rgb)(self.paths[index])
         if img is None:
             return None
         with torch.random.fork_rng(devices=[]):
@@ -145,9 +146,13 @@ class EpochSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return (self.iters_per_epoch - self.start) * self.batch_size
 
+    def permutation(self, rng) -> np.ndarray:
+        """The epoch's sample order, drawn from ``rng`` (overridden by pretrain.shards)."""
+        return rng.permutation(self.n)
+
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n)
+        order = self.permutation(rng)
         seeds = rng.integers(0, 2**63 - 1, size=self.n)  # per position
         b, gb = self.batch_size, self.batch_size * self.world_size
         pos = (np.arange(self.start, self.iters_per_epoch)[:, None] * gb + self.rank * b + np.arange(b)).ravel()

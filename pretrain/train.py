@@ -7,6 +7,9 @@ data.batch_size is the global batch, split over the processes. A run resumes by 
 OUT/last.pth (model, optimiser, lr position, SwAV queue / MoCo key encoder, scaler, RNG and the
 position inside the epoch), which is written atomically every epoch and every
 checkpoint_every_iters iterations. At the end the backbone is exported (pretrain/export.py).
+data.root is image folders / list files, or shard folders written by pretrain.curate.shard
+(pretrain/shards.py). SIGTERM / SIGUSR1 checkpoint at the next iteration boundary on all ranks and
+exit with code 75 (pretrain/preempt.py; multi-node and SLURM: docs/multinode.md).
 """
 import math
 import os
@@ -23,10 +26,13 @@ from common.checkpoint import make_state, restore, save_checkpoint, unwrap
 from common.config import cli, git_sha, save_config
 from common.logger import JsonlWriter, log, progress
 from common.optim import LARS, cosine_schedule, set_lr
-from pretrain.data import EpochSampler, ImageDataset, MultiCropTransform, collate_skip_bad, list_images
+from pretrain.data import collate_skip_bad
 from pretrain.export import export_backbone
+from pretrain.fast_multicrop import build_transform, resolve_num_workers
 from pretrain.knn import knn_probe
 from pretrain.moco import MoCoModel, MomentumContrast, moco_loss
+from pretrain.preempt import StopRequest, ignore_stop_signals
+from pretrain.shards import open_pretrain_data
 from pretrain.swav import CollapseMonitor, EmbeddingQueue, SwAVModel, check_epsilon, swav_loss
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -72,8 +78,10 @@ def backward_step(model, optimizer, scaler, loss, *, freeze_prototypes: bool) ->
 
 
 def train_one_epoch(cfg, *, model, loss_fn, loader, optimizer, scaler, lrs, epoch, start_iter,
-                    iters_per_epoch, device, amp_dtype, writer, save, monitor) -> dict:
-    """One epoch from batch ``start_iter``; returns the epoch's mean loss, images and skipped files."""
+                    iters_per_epoch, device, amp_dtype, writer, save, monitor, stop=None, device_aug=None) -> dict:
+    """One epoch from batch ``start_iter``; returns the epoch's mean loss, images and skipped files.
+    ``device_aug`` (pretrain.fast_multicrop.DeviceAugment) finishes the augmentation on the device.
+    With a ``stop`` request (pretrain.preempt) pending on any rank, checkpoints and exits (code 75)."""
     model.train()
     world = dist.get_world_size()
     loss_sum, n_images, n_skipped = 0.0, 0.0, 0
@@ -88,7 +96,8 @@ def train_one_epoch(cfg, *, model, loss_fn, loader, optimizer, scaler, lrs, epoc
         if counts[1] > 0:  # some process has no readable image: every process skips the step
             log(f"step {step}: a batch held only unreadable images; step skipped")
         else:
-            crops = [c.to(device, non_blocking=True, memory_format=fmt) for c in crops]
+            crops = (device_aug(crops, device, fmt) if device_aug is not None
+                     else [c.to(device, non_blocking=True, memory_format=fmt) for c in crops])
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(crops)
             n_global = counts[0].item()
@@ -107,8 +116,12 @@ def train_one_epoch(cfg, *, model, loss_fn, loader, optimizer, scaler, lrs, epoc
             if warning:
                 log("WARNING:", warning)
                 writer.write({"step": step, "warning": warning})
-        if cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and it + 1 < iters_per_epoch:
+        stopping = stop is not None and it + 1 < iters_per_epoch and stop.requested(device)  # epoch ends: main()
+        if it + 1 < iters_per_epoch and (stopping or cfg.checkpoint_every_iters
+                                         and (step + 1) % cfg.checkpoint_every_iters == 0):
             save(step + 1)
+        if stopping:
+            stop.exit(step + 1, os.path.join(cfg.out, "last.pth"), writer)
     skipped = int(dist.all_reduce_sum(torch.tensor([n_skipped], device=device)).item())
     return {"loss": loss_sum / max(n_images, 1), "images": int(n_images), "skipped": skipped}
 
@@ -129,19 +142,24 @@ def main(cfg):
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by {world} processes")
     local_bs = cfg.data.batch_size // world
 
+    transform, device_aug = build_transform(cfg.data.pipeline, sizes=cfg.aug.crop_sizes, counts=cfg.aug.crop_counts,
+                                            scales=cfg.aug.crop_scales, color_strength=cfg.aug.color_strength,
+                                            color_on=cfg.aug.color_on, device_type=device.type)
+    workers = resolve_num_workers(cfg.data.num_workers)
     try:
-        paths = list_images(cfg.data.root)
+        dataset, sampler = open_pretrain_data(cfg.data.root, transform, batch_size=local_bs, rank=info.rank,
+                                              world_size=world, seed=cfg.seed, shuffle_window=cfg.data.shuffle_window)
     except (FileNotFoundError, ValueError) as e:  # a missing / empty dataset: one line, no traceback
         raise SystemExit(f"pretrain.train: {e}") from None
-    transform = MultiCropTransform(sizes=cfg.aug.crop_sizes, counts=cfg.aug.crop_counts,
-                                   scales=cfg.aug.crop_scales, color_strength=cfg.aug.color_strength)
-    sampler = EpochSampler(len(paths), batch_size=local_bs, rank=info.rank, world_size=world, seed=cfg.seed)
+    stop = StopRequest()  # SIGTERM / SIGUSR1: checkpoint at the next iteration boundary, exit 75
     loader = torch.utils.data.DataLoader(
-        ImageDataset(paths, transform), batch_size=local_bs, sampler=sampler, drop_last=True,
-        num_workers=cfg.data.num_workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
+        dataset, batch_size=local_bs, sampler=sampler, drop_last=True, worker_init_fn=ignore_stop_signals,
+        num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_skip_bad,
+        pin_memory=device.type == "cuda")
     ipe = sampler.iters_per_epoch
-    log(f"pretrain {cfg.method} git {git_sha()}: {len(paths)} images, global batch {cfg.data.batch_size} "
-        f"({world} x {local_bs}), {ipe} iterations/epoch, device {device}, run {cfg.out}")
+    log(f"pretrain {cfg.method} git {git_sha()}: {len(dataset)} images, global batch {cfg.data.batch_size} "
+        f"({world} x {local_bs}), {ipe} iterations/epoch, device {device}, data {cfg.data.pipeline} "
+        f"(colour on {'device' if device_aug else 'workers'}, {workers} workers), run {cfg.out}")
 
     model = build_model(method=cfg.method, arch=cfg.model.arch, init=cfg.model.init, norm=cfg.model.norm,
                         hidden_dim=cfg.model.hidden_dim, out_dim=cfg.model.out_dim,
@@ -222,7 +240,8 @@ def main(cfg):
         t0 = time.time()
         stats = train_one_epoch(cfg, model=ddp, loss_fn=loss_fn, loader=loader, optimizer=optimizer,
                                 scaler=scaler, lrs=lrs, epoch=epoch, start_iter=start_iter, iters_per_epoch=ipe,
-                                device=device, amp_dtype=amp_dtype, writer=writer, save=save, monitor=monitor)
+                                device=device, amp_dtype=amp_dtype, writer=writer, save=save, monitor=monitor,
+                                stop=stop, device_aug=device_aug)
         save((epoch + 1) * ipe)
         record = {"epoch": epoch, **stats, "lr": float(lrs[(epoch + 1) * ipe - 1]), "time_s": time.time() - t0}
         if cfg.knn.root and (epoch + 1) % cfg.knn.every_epochs == 0:
@@ -231,6 +250,8 @@ def main(cfg):
                                     k=cfg.knn.k))
         writer.write(record)
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if epoch + 1 < cfg.optim.epochs and stop.requested(device):  # last.pth holds this epoch's end
+            stop.exit((epoch + 1) * ipe, last, writer)
 
     if cfg.export_at_end and dist.is_main():
         if cfg.model.norm == "batch":
@@ -240,6 +261,7 @@ def main(cfg):
             log(f"model.norm={cfg.model.norm}: no torchvision export (only BatchNorm backbones)")
     dist.barrier()
     dist.cleanup()
+    stop.close()
 
 
 if __name__ == "__main__":
