@@ -36,7 +36,7 @@ def crop_boxes(u: np.ndarray, height: int, width: int, scale_lo, scale_hi) -> np
     of the aspect clamped into the range."""
     n = u.shape[0]
     area = height * width * (scale_lo[:, None] + (scale_hi - scale_lo)[:, None] * u[:, 0:ATTEMPTS])
-    ratio = RATIO[0] + (RATIO[1] - RATIO[0]) * u[:, ATTEMPTS:2 * ATTEMPTS]
+    ratio = np.exp(math.log(RATIO[0]) + (math.log(RATIO[1]) - math.log(RATIO[0])) * u[:, ATTEMPTS:2 * ATTEMPTS])
     w, h = np.round(np.sqrt(area * ratio)), np.round(np.sqrt(area / ratio))  # half to even, as round()
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = fits.argmax(1)
