@@ -8,9 +8,13 @@
 # the mean distance is divided by the outer inter-ocular distance (eval.florence_norm=bbox_diag for the
 # scan's bounding-box diagonal).
 # Usage (after scripts/table9.sh): DATA=/data/3d BFM=/data/BFM/BFM.mat bash scripts/fig6.sh
+#        bash scripts/fig6.sh --synthetic  # after scripts/table9.sh --synthetic (scripts/common.sh)
+# Compute: 15 Florence evaluations of the Table 9 checkpoints (one GPU, minutes each); DRY_RUN=1 prints them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
+if (( SYNTHETIC )); then
+    DATA=$SYN BFM=face_model/mesh_topology.mat RUNS=${RUNS:-$SYN_RUNS/r3d} EXTRA="$(tiny r3d) ${EXTRA:-}"
+fi
 DATA=${DATA:-data/3d}
 BFM=${BFM:-$DATA/BFM.mat}
 RUNS=${RUNS:-runs/r3d}
@@ -23,10 +27,10 @@ for frac in 1.0 0.1 0.02; do
   for name in scratch imagenet sup_vggf ours_flickrf ours_vggf; do
     dir=$RUNS/300wlp_${frac}_$name
     if ! grep -q '"florence"' "$dir/metrics.json" 2>/dev/null; then
-      $PY -m reconstruction3d.eval --config reconstruction3d/configs/300wlp.yaml --checkpoint "$dir/last.pth" \
+      run $PY -m reconstruction3d.eval --config reconstruction3d/configs/300wlp.yaml --checkpoint "$dir/last.pth" \
         --dataset florence data.root="$DATA" model.topology="$BFM" $EXTRA
     fi
     curves+=(--curve "${REGIME[$frac]}:${LABEL[$name]}=$dir/metrics.json")
   done
 done
-$PY -m reconstruction3d.fig6 --out "$RUNS/fig6.png" "${curves[@]}"
+run $PY -m reconstruction3d.fig6 --out "$RUNS/fig6.png" "${curves[@]}"

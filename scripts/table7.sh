@@ -5,6 +5,7 @@
 #
 #   DISFA=/data/DISFA BP4D=/data/BP4D SUP_VGGF=runs/fr_vggface2_scratch_1.0/backbone.pth \
 #   FLICKR_CKPT=runs/swav_flickr/backbone.pth VGGF_CKPT=runs/swav_vggface2/backbone.pth bash scripts/table7.sh
+#   bash scripts/table7.sh --synthetic      # the same steps on the built-in synthetic set (scripts/common.sh)
 #
 # DISFA needs its frames extracted (au_intensity/README.md). Finished runs (metrics.json present) are
 # skipped, interrupted ones resume from last.pth; every initialisation of a (dataset, regime) trains on
@@ -12,17 +13,21 @@
 # Optional: METHODS="scratch vggf_ours" FRACTIONS="0.01" to run a part; LAUNCH="torchrun
 # --nproc_per_node=2 -m" (the paper trains on 2 GPUs); EXTRA="key=value ..." for every run (the
 # paper searches lr, schedule length and backbone lr per data point, §3.3).
+# Compute: 81 DISFA runs (27 settings x 3 folds) and 27 BP4D runs (ResNet-50, 224 px, 60-320 epochs,
+# batch 48), one GPU each (NGPU=2: the paper's 2 GPUs); DRY_RUN=1 prints them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-LAUNCH=${LAUNCH:-"$PY -m"}
+source "$(dirname "$0")/common.sh"
+if (( SYNTHETIC )); then
+    DISFA=$SYN/DISFA BP4D=$SYN/BP4D SUP_VGGF=$SYN_CKPT FLICKR_CKPT=$SYN_CKPT VGGF_CKPT=$SYN_CKPT IMAGENET=$SYN_CKPT
+    RUNS=${RUNS:-$SYN_RUNS/au} EXTRA="$(tiny au) ${EXTRA:-}"
+fi
 DISFA=${DISFA:-data/DISFA}
 BP4D=${BP4D:-data/BP4D}
 RUNS=${RUNS:-runs/au}
 METHODS=${METHODS:-"scratch imagenet vggf_sup flickr_ours vggf_ours"}
 FRACTIONS=${FRACTIONS:-"1.0 0.1 0.01"}
 EXTRA=${EXTRA:-}
-declare -A INIT=([scratch]=scratch [imagenet]=imagenet
+declare -A INIT=([scratch]=scratch [imagenet]=${IMAGENET:-imagenet}
                  [vggf_sup]=${SUP_VGGF:-runs/fr_vggface2_scratch_1.0/backbone.pth}
                  [flickr_ours]=${FLICKR_CKPT:-runs/swav_flickr/backbone.pth}
                  [vggf_ours]=${VGGF_CKPT:-runs/swav_vggface2/backbone.pth})
@@ -33,26 +38,24 @@ epochs_for() { case $1 in 1.0) echo 60 ;; 0.1) echo 160 ;; *) echo 320 ;; esac; 
 
 check_init() {  # method
     local init=${INIT[$1]}
-    if [[ $init != scratch && $init != imagenet && ! -f $init ]]; then
-        echo "missing initialisation for $1: $init (set ${VAR[$1]})" >&2; exit 1
-    fi
+    [[ $init == scratch || $init == imagenet ]] || need "$init" "initialisation for $1" "${VAR[$1]:-IMAGENET}"
 }
 
 disfa() {  # method adaptation fraction: the three folds, then their pooled ICC
     local dir=$RUNS/disfa_${1}_${2}_${3}
     check_init "$1"
     for fold in 0 1 2; do
-        [[ -f $dir/f$fold/metrics.json ]] || $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
+        [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
             data.root=$DISFA data.fold=$fold data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 \
             optim.epochs=$(epochs_for "$3") out=$dir/f$fold $EXTRA
     done
-    $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
+    run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
 }
 
 bp4d() {  # method adaptation fraction
     local dir=$RUNS/bp4d_${1}_${2}_${3}
     check_init "$1"
-    [[ -f $dir/metrics.json ]] || $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
+    [[ -f $dir/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
         data.root=$BP4D data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 \
         optim.epochs=$(epochs_for "$3") out=$dir $EXTRA
 }
@@ -66,4 +69,4 @@ for frac in $FRACTIONS; do
         done
     done
 done
-$PY -m au_intensity.tables --table 7 --runs $RUNS
+run $PY -m au_intensity.tables --table 7 --runs $RUNS

@@ -4,22 +4,26 @@
 # Table 11 (App. D) prints the same numbers again: scripts/table11.sh reuses these runs.
 #
 #   BP4D=/data/BP4D VGGF_CKPT=runs/swav_vggface2/backbone.pth bash scripts/table8.sh
+#   bash scripts/table8.sh --synthetic      # the same steps on the built-in synthetic set (scripts/common.sh)
 #
 # The 1 % run is Table 7's (same folder under RUNS, skipped when done). LAUNCH, EXTRA: see table7.sh.
+# Compute: 3 BP4D runs (ResNet-50, 224 px, 320 epochs, batch 48; one shared with Table 7), one GPU
+# each (NGPU=2: the paper's 2 GPUs); DRY_RUN=1 prints them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-LAUNCH=${LAUNCH:-"$PY -m"}
+source "$(dirname "$0")/common.sh"
+if (( SYNTHETIC )); then
+    BP4D=$SYN/BP4D VGGF_CKPT=$SYN_CKPT RUNS=${RUNS:-$SYN_RUNS/au} EXTRA="$(tiny au) ${EXTRA:-}"
+fi
 BP4D=${BP4D:-data/BP4D}
 RUNS=${RUNS:-runs/au}
 EXTRA=${EXTRA:-}
 TABLE=${TABLE:-8}
 INIT=${VGGF_CKPT:-runs/swav_vggface2/backbone.pth}
-[[ -f $INIT ]] || { echo "missing Ours (VGG-F) checkpoint: $INIT (set VGGF_CKPT)" >&2; exit 1; }
+need "$INIT" "Ours (VGG-F) checkpoint" VGGF_CKPT
 
 for frac in 0.01 0.02 0.06; do
     dir=$RUNS/bp4d_vggf_ours_finetune_$frac
-    [[ -f $dir/metrics.json ]] || $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
+    [[ -f $dir/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
         data.root=$BP4D data.fraction=$frac model.init=$INIT optim.epochs=320 out=$dir $EXTRA
 done
-$PY -m au_intensity.tables --table $TABLE --runs $RUNS
+run $PY -m au_intensity.tables --table $TABLE --runs $RUNS

@@ -1,0 +1,259 @@
+"""Per-task knowledge the hyper-parameter sweep needs (paper §3.3, Fig. 2): training keys, validation scoring.
+
+The paper searches learning rate, schedule length and backbone-relative learning rate for every
+(task, dataset, init, data fraction) and says nothing of how a configuration was picked. We pick on
+a validation set drawn from the data point's own training data, never on a test set:
+
+- landmarks, BP4D AU, AffectNet, 300W-LP: no task ships a validation split drawn from its training
+  data (300W's "common", AFLW's "full", AffectNet's "validation", AFLW2000-3D are test sets), so the
+  sweep carves one out of the training keys of the data point, by group (a video subject, a 300W-LP
+  source image), trains on the rest through the task's own ``data.subset_file``, and scores the
+  held-out keys here with the task's own evaluation code.
+- DISFA: the paper group's folds hold out validation subjects (``au_intensity/labels.py``); those
+  are scored instead (``data.val_split`` of the task names them).
+- face recognition has no validation protocol in this repository (IJB-B/C are its test sets), so
+  it cannot be swept: its spec raises.
+
+    python scripts/sweep_val.py --task landmarks --config C --checkpoint RUN/last.pth --keys VAL.txt [key=value ...]
+"""
+import torch
+
+# Short grid names (paper §3.3: learning rate, scheduler duration, backbone relative learning rate).
+ALIASES = {"lr": "optim.lr", "epochs": "optim.epochs", "backbone_lr_mult": "optim.backbone_lr_mult",
+           "schedule": "optim.schedule", "weight_decay": "optim.weight_decay", "batch_size": "optim.batch_size"}
+
+
+def _device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _rows(all_keys, keys):
+    where = {k: i for i, k in enumerate(all_keys)}
+    missing = [k for k in keys if k not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} validation keys are not training samples, e.g. {missing[:3]}")
+    return [where[k] for k in keys]
+
+
+# ---------------------------------------------------------------- landmarks (§5.2)
+def landmarks_keys(cfg):
+    from landmarks import formats
+    return formats.load_split(cfg.data.dataset, cfg.data.root, cfg.data.train_split, cfg.data.box).keys
+
+
+def landmarks_score(cfg, checkpoint, keys=None, split=None):
+    """Primary NME (%) of ``checkpoint`` on the held-out training faces ``keys`` (or a named split)."""
+    from common.backbone import Backbone
+    from common.checkpoint import load_checkpoint
+    from landmarks import formats, scores
+    from landmarks.engine import evaluate
+    from landmarks.heatmap_head import LandmarkModel
+    from landmarks.train import eval_loader
+    data = cfg.data
+    samples = formats.load_split(data.dataset, data.root, split or data.train_split, data.box)
+    if keys is not None:
+        samples = samples.select(_rows(samples.keys, keys))
+    state = load_checkpoint(checkpoint)
+    trained = state["config"]["model"]
+    model = LandmarkModel(Backbone(trained["arch"]), formats.N_POINTS[data.dataset], trained["head_width"])
+    model.load_state_dict(state["model"], strict=True)
+    device = _device()
+    loader = eval_loader(samples, input_size=data.input_size, box_scale=data.box_scale, batch_size=32,
+                         num_workers=0, world_size=1)
+    metrics, _, _ = evaluate(model.to(device), loader, samples, device=device, input_size=data.input_size,
+                             decode=cfg.test.decode)
+    return metrics[scores.PRIMARY[data.dataset]], scores.PRIMARY[data.dataset], True
+
+
+def landmarks_test(metrics):
+    return {f"{split}.{k}": v for split, m in metrics.get("splits", {}).items() for k, v in m.items()
+            if k.startswith("nme_")}
+
+
+# ---------------------------------------------------------------- AU intensity (§5.3)
+def _au_layout(cfg):
+    from au_intensity.data import LAYOUT_KEYS
+    return {k: cfg.data[k] for k in LAYOUT_KEYS}
+
+
+def au_keys(cfg):
+    from au_intensity.data import load_split
+    d = cfg.data
+    return load_split(d.dataset, d.root, "train", fold=d.fold, fold_scheme=d.fold_scheme,
+                      frames_dir=d.frames_dir or None, frame_name=d.frame_name or None).keys
+
+
+def au_native(cfg):
+    """DISFA's validation subjects (the frl folds have them; the jaa folds do not); BP4D has none."""
+    from au_intensity.data import split_subjects
+    if cfg.data.dataset != "disfa":
+        return None
+    return "val" if split_subjects("disfa", "val", fold=cfg.data.fold, fold_scheme=cfg.data.fold_scheme) else None
+
+
+def au_score(cfg, checkpoint, keys=None, split=None):
+    """Mean ICC(3,1) over AUs on the held-out frames ``keys`` (or the validation subjects ``split``)."""
+    from au_intensity.data import build_dataset, load_split
+    from au_intensity.engine import evaluate
+    from au_intensity.model import AUIntensityNet
+    from common.backbone import build_backbone
+    from common.checkpoint import load_checkpoint
+    from common.finetune import make_loader
+    d = cfg.data
+    index = load_split(d.dataset, d.root, split or "train", fold=d.fold, fold_scheme=d.fold_scheme,
+                       frames_dir=d.frames_dir or None, frame_name=d.frame_name or None)
+    if keys is not None:
+        index = index.select(_rows(index.keys, keys))
+    dataset = build_dataset(index, train=False, boxes_file=d.boxes, input_size=d.input_size, box_scale=d.box_scale,
+                            augment={})
+    model = AUIntensityNet(build_backbone(cfg.model.arch, "scratch"), len(index.aus))
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    device = _device()
+    loader = make_loader(dataset, batch_size=cfg.eval.batch_size, train=False, workers=0, seed=0)
+    metrics, _ = evaluate(model.to(device), loader, dataset.index, device=device, clip=tuple(cfg.eval.clip))
+    return metrics["icc_mean"], "icc_mean", False
+
+
+def au_test(metrics):
+    return {"icc_mean": metrics.get("icc_mean"), "mae_mean": metrics.get("mae_mean")}
+
+
+# ---------------------------------------------------------------- emotion (App. D.1)
+def emotion_keys(cfg):
+    from emotion.data import load_split
+    return load_split(cfg.data.root, "train", cfg.data.num_classes)["keys"]
+
+
+def emotion_score(cfg, checkpoint, keys=None, split=None):
+    """Mean of valence and arousal CCC on the held-out training images (accuracy when none has V/A)."""
+    from common.backbone import build_backbone
+    from common.checkpoint import load_checkpoint
+    from common.finetune import make_loader
+    from emotion.data import build_dataset, load_split, select
+    from emotion.engine import evaluate
+    from emotion.model import EmotionNet
+    d = cfg.data
+    table = load_split(d.root, split or "train", d.num_classes)
+    if keys is not None:
+        table = select(table, _rows(table["keys"], keys))
+    dataset = build_dataset(table, train=False, input_size=d.input_size, box_scale=d.box_scale, augment={})
+    model = EmotionNet(build_backbone(cfg.model.arch, "scratch"), d.num_classes)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    device = _device()
+    loader = make_loader(dataset, batch_size=cfg.eval.batch_size, train=False, workers=0, seed=0)
+    metrics, _ = evaluate(model.to(device), loader, dataset.table, device=device, flip_va=cfg.eval.flip_va)
+    if metrics["valence"] is None:
+        return metrics["accuracy"], "accuracy", False
+    return (metrics["valence"]["ccc"] + metrics["arousal"]["ccc"]) / 2, "ccc_va_mean", False
+
+
+def emotion_test(metrics):
+    va = {f"{n}_{k}": (metrics.get(n) or {}).get(k) for n in ("valence", "arousal") for k in ("rmse", "ccc")}
+    return {"accuracy": metrics.get("accuracy"), **va}
+
+
+# ---------------------------------------------------------------- 3D reconstruction (§5.5)
+def r3d_keys(cfg):
+    from reconstruction3d import formats
+    return [k for k, _, _ in formats.list_samples("300wlp", cfg.data.root)]
+
+
+def r3d_group(key):
+    """300W-LP renders one source face at many poses, mirrored in ``*_Flip``: group them by source
+    (``AFW_Flip/AFW_123_1_7`` -> ``AFW/AFW_123_1``), so no view of a validation face is trained on."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder.removesuffix('_Flip')}/{name.rsplit('_', 1)[0]}"
+
+
+def r3d_score(cfg, checkpoint, keys=None, split=None):
+    """Mean absolute vertex error (the training loss, on normalised crops) of the held-out 300W-LP faces."""
+    from torch.utils.data import DataLoader
+    from reconstruction3d import formats
+    from reconstruction3d.data import MeshDataset, load_topology
+    from reconstruction3d.engine import l1_loss
+    from reconstruction3d.eval import load_model
+    from reconstruction3d.train import mesh_hierarchy
+    if split is not None:
+        raise ValueError("reconstruction3d has no named validation split")
+    m, d = cfg.model, cfg.data
+    topology, bfm = load_topology(m.topology, d.root)
+    hierarchy = mesh_hierarchy(topology, factors=m.factors, lengths=m.spiral_length, dilations=m.dilation,
+                               cache_dir=m.mesh_cache)
+    items = formats.list_samples("300wlp", d.root)
+    if keys is not None:
+        items = [items[i] for i in _rows([k for k, _, _ in items], keys)]
+    device = _device()
+    model = load_model(checkpoint, arch=m.arch, channels=m.channels, hierarchy=hierarchy).to(device).eval()
+    loader = DataLoader(MeshDataset(items, topology, bfm, input_size=d.input_size, box_scale=d.box_scale),
+                        batch_size=cfg.eval.batch_size)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            valid = batch["valid"]
+            n = int(valid.sum())
+            if n:
+                loss = l1_loss(model(batch["image"].to(device)), batch["target"].to(device), valid.to(device))
+                total, count = total + float(loss) * n, count + n
+    if not count:
+        raise RuntimeError("no readable validation image")
+    return total / count, "vertex_l1", True
+
+
+def r3d_test(metrics):
+    return {f"{name}.{k}": v for name in ("aflw2000",) for k, v in (metrics.get(name, {}).get("nme68") or {}).items()}
+
+
+def _no_keys(cfg):
+    raise SystemExit("face_recognition cannot be swept: it has no validation protocol here (IJB-B / IJB-C are "
+                     "its test sets, and selecting on them would report a tuned test number). A held-out-identity "
+                     "verification split in face_recognition/ would be needed.")
+
+
+def _whole_key(key):
+    return key
+
+
+def _subject(key):
+    return key.split("/", 1)[0]
+
+
+# task -> what the sweep needs. ``off``: overrides that switch off the task's own checkpoint selection
+# during the sweep (landmarks' val_split may name a test split such as 300W "common").
+TASKS = {
+    "landmarks": dict(module="landmarks.train", keys=landmarks_keys, group=_whole_key, native=lambda cfg: None,
+                      score=landmarks_score, test=landmarks_test, off=("data.val_split=",)),
+    "au_intensity": dict(module="au_intensity.train", keys=au_keys, group=_subject, native=au_native,
+                         score=au_score, test=au_test, off=("data.val_split=",)),
+    "emotion": dict(module="emotion.train", keys=emotion_keys, group=_whole_key, native=lambda cfg: None,
+                    score=emotion_score, test=emotion_test, off=()),
+    "reconstruction3d": dict(module="reconstruction3d.train", keys=r3d_keys, group=r3d_group,
+                             native=lambda cfg: None, score=r3d_score, test=r3d_test, off=()),
+    "face_recognition": dict(module="face_recognition.train", keys=_no_keys, group=_whole_key,
+                             native=lambda cfg: None, score=None, test=lambda m: {}, off=()),
+}
+
+
+def carve(keys, group, fraction, seed):
+    """(train keys, validation keys): ``fraction`` of the groups (at least one, and never all), drawn
+    with ``common.subsample.subset_keys`` so the draw is a function of the keys and seed only."""
+    from common.subsample import subset_keys
+    groups = sorted({group(k) for k in keys})
+    if len(groups) < 2:
+        raise ValueError(f"cannot hold out a validation set: the training data has {len(groups)} group(s)")
+    held = set(subset_keys(groups, fraction, seed))
+    if len(held) == len(groups):          # keep at least one group to train on
+        held.discard(groups[-1])
+    val = sorted(k for k in keys if group(k) in held)
+    return sorted(k for k in keys if group(k) not in held), val
+
+
+def data_point_keys(cfg, keys_fn):
+    """The training keys of the configured data point: the task's own few-shot rule (App. A.3):
+    ``data.subset_file`` wins, else ``subset_keys(keys, data.fraction, data.subset_seed)`` below 1."""
+    from common.subsample import load_keys, subset_keys
+    keys = list(keys_fn(cfg))
+    if cfg.data.get("subset_file"):
+        return load_keys(cfg.data.subset_file)
+    if cfg.data.fraction < 1.0:
+        return subset_keys(keys, cfg.data.fraction, cfg.data.subset_seed)
+    return sorted(keys)
