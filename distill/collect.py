@@ -110,19 +110,20 @@ def plot_fig3(left, right, path, *, split, left_step):
 
 
 def plot_fig4(rows, path, *, split):
+    """Grouped bars per labelled fraction: for each init, its teacher (light, hatched) then its student."""
     plt = _pyplot()
     fractions = sorted({r[1] for r in rows}, reverse=True)
     labels = list(dict.fromkeys(r[0] for r in rows))
-    width = 0.8 / max(len(labels), 1)
+    width = 0.8 / max(2 * len(labels), 1)
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     for k, label in enumerate(labels):
         vals = {r[1]: r for r in rows if r[0] == label}
-        xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(fractions))]
-        teacher = [vals[f][2] if f in vals else math.nan for f in fractions]
-        student = [vals[f][3] if f in vals else math.nan for f in fractions]
-        bars = ax.bar(xs, student, width * 0.9, label=f"{label}: distilled")
-        ax.bar(xs, teacher, width * 0.9, fill=False, edgecolor=bars.patches[0].get_facecolor(), hatch="//",
-               label=f"{label}: teacher")
+        colour = f"C{k}"
+        for j, (name, column, style) in enumerate((("teacher", 2, dict(alpha=0.35, hatch="//")),
+                                                    ("distilled", 3, {}))):
+            xs = [i + (2 * k + j - len(labels) + 0.5) * width for i in range(len(fractions))]
+            ys = [vals[f][column] if f in vals else math.nan for f in fractions]
+            ax.bar(xs, ys, width * 0.95, color=colour, edgecolor=colour, label=f"{label}: {name}", **style)
     ax.set_xticks(range(len(fractions)), [f"{100 * f:g}%" for f in fractions])
     ax.set(xlabel="labelled data (300W)", ylabel=f"NME (%), {split}")
     ax.legend(fontsize=7)
