@@ -26,3 +26,18 @@ def synthetic_root(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "common.synthetic", "--out", str(out), "--preset", "tiny",
                     "--seed", "0"], cwd=ROOT, check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_preset(tmp_path_factory):
+    """``write(*names)``: the ``small`` preset's copies of ``names`` (common.synthetic ``--only``) in a new
+    folder. Enough faces for a from-scratch CPU run to generalise: the held-out learning tests of
+    issues 6-9 use it, each writing only the datasets it needs."""
+    import subprocess
+
+    def write(*names):
+        out = tmp_path_factory.mktemp("synthetic_small")
+        subprocess.run([sys.executable, "-m", "common.synthetic", "--out", str(out), "--preset", "small",
+                        "--seed", "0", "--workers", "1", "--only", *names], cwd=ROOT, check=True)
+        return out
+    return write

@@ -175,20 +175,6 @@ def test_pooled_icc_is_icc_of_concatenated_folds(tmp_path):
 
 # ---------------------------------------------------------------- end to end on the synthetic set
 
-SLOW = pytest.mark.skipif(os.environ.get("FACEREP_SLOW_TESTS") != "1",
-                          reason="minutes on CPU; set FACEREP_SLOW_TESTS=1")
-
-
-def _synthetic_disfa(out, frames, size):
-    """A synthetic DISFA copy with ``frames`` frames per subject, through the writers' public contract."""
-    from common.synthetic.writers import WRITERS
-    from common.synthetic.writers.sampling import context
-    writer, cfg = WRITERS["disfa"], {"frames": frames}
-    jobs = writer.plan(cfg, 0)
-    writer.finish(out, cfg, jobs, [writer.make(context(0, size), out, cfg, job) for job in jobs], 0)
-    return os.path.join(out, writer.folder)
-
-
 def test_synthetic_pipeline_learns_resumes_and_reevaluates(tmp_path, synthetic_root):
     """train.py -> metrics.json on the tiny preset; the fine-tune fits its training frames (ICC through
     the whole pipeline); a rerun resumes from last.pth with nothing left to do and reproduces the test
@@ -216,18 +202,20 @@ def test_synthetic_pipeline_learns_resumes_and_reevaluates(tmp_path, synthetic_r
     assert summary["train"]["frames"] > 0 and os.path.isfile(tmp_path / "check" / "check_bp4d_devel.png")
 
 
-@SLOW
-def test_synthetic_finetune_generalises_to_held_out_subjects(tmp_path):
-    """Acceptance: a short fine-tune reaches a mean ICC clearly above 0 on held-out DISFA subjects
-    (fold 0 test). The tiny preset (2 frames per subject) is too small, so 8 frames per subject are
-    written; measured 0.15 (chance level ~0 +- 0.04 over 72 frames x 12 AUs), in ~100 s."""
+def test_synthetic_finetune_generalises_to_held_out_subjects(tmp_path, small_preset):
+    """Acceptance (issue 8): a short fine-tune from scratch reaches a mean ICC clearly above 0 on the
+    held-out subjects of fold 0. The small preset: 24 frames per subject with the face filling the
+    frame (``zoom``), 432 training and 216 test frames; 8 epochs of batch 16 (~30 s on one core).
+    Measured: mean ICC 0.20 over the 12 AUs (a constant predictor has 0; random predictions
+    scatter about 0 with s.d. ~0.03 at this size)."""
     from au_intensity import train as au_train
-    root = _synthetic_disfa(str(tmp_path / "data"), frames=8, size=64)
+    root = str(small_preset("disfa") / "DISFA")
     cfg = load_config(os.path.join(ROOT, "au_intensity/configs/synthetic.yaml"),
-                      [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.epochs=12", "optim.batch_size=16",
-                       "optim.lr=2e-3", "aug.rotation=0.0", "aug.jitter=0.0", "aug.scale=[1.0, 1.0]"])
+                      [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.epochs=8", "optim.batch_size=16",
+                       "optim.lr=2e-3"])
     metrics = au_train.main(cfg)
-    assert metrics["frames"] == 9 * 8 and metrics["icc_mean"] > 0.1, metrics
+    assert metrics["frames"] == 9 * 24 and metrics["train_frames"] == 12 * 24
+    assert metrics["icc_mean"] > 0.12, metrics
 
 
 def test_linear_mode_keeps_the_backbone_frozen(tmp_path):

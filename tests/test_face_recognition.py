@@ -243,6 +243,30 @@ def test_eval_cli_on_one_and_two_processes_then_resume(trained, tmp_path):
     assert {"event": "resume", "epoch": 2} in records and records[-1]["epoch"] == 2
 
 
+def test_cosface_lifts_ijb_tar_clearly_above_a_random_init(small_preset, tmp_path):
+    """Acceptance (issue 6): a few epochs of CosFace raise TAR@FAR=1e-2 on the synthetic IJB-B copy
+    clearly above the randomly initialised backbone's. The small preset: 480 training faces of 80
+    identities; IJB-B copy of 60 subjects, 190 templates, 224 genuine and 4,480 impostor pairs (so
+    FAR 1e-2 is read off 45 impostors, and one genuine pair is 0.45 % TAR). 20 epochs of batch 32
+    (300 steps, ~60 s on one core); ``optim.epochs=0`` evaluates the initialisation itself.
+    Measured: TAR@1e-2 5.8 % -> 14.7 %, ROC AUC 0.67 -> 0.88."""
+    from common.config import load_config
+    from face_recognition import train as fr_train
+    root = small_preset("vggface2", "ijbb")
+    metrics = {}
+    for epochs in (0, 20):
+        out = tmp_path / f"epochs_{epochs}"
+        fr_train.main(load_config(CONFIG, [f"data.root={root}", f"out={out}", f"optim.epochs={epochs}",
+                                           "eval.benchmarks=[ijbb]", "optim.batch_size=32", "optim.lr=0.003",
+                                           "optim.lr_batch=32"]))
+        metrics[epochs] = json.load(open(out / "metrics.json"))["ijbb"]
+    random_init, trained = metrics[0], metrics[20]
+    assert random_init["genuine"] == 224 and random_init["pairs"] == 224 * 21
+    tar = {k: m["tar_at_far"]["0.01"] for k, m in metrics.items()}
+    assert tar[20] >= 2 * tar[0] and tar[20] >= tar[0] + 0.05, metrics
+    assert trained["auc"] >= random_init["auc"] + 0.1, metrics
+
+
 def test_table4_collector_puts_ours_beside_the_paper(tmp_path):
     from face_recognition import table4
     run = tmp_path / "fr_vggf_2"

@@ -131,6 +131,29 @@ def test_training_fits_beyond_the_mean_shape(trained, synthetic_root, topology):
     assert np.isfinite(test["dense_nme"]) and test["dense_nme_rigid"] <= test["dense_nme"] + 1e-9
 
 
+def test_short_run_beats_the_mean_shape_on_held_out_aflw2000(small_preset, mesh_cache, tmp_path):
+    """Acceptance (issue 9): a short run on the synthetic 300W-LP lowers the AFLW2000-3D-copy NME clearly
+    below the mean-shape baseline (the decoder's bias: the training mean mesh for every face). The
+    small preset: 1,600 300W-LP crops of 100 identities, 60 held-out AFLW2000-3D faces; 2 epochs of
+    batch 16 with the paper's augmentation (200 steps, ~75 s on one core). Measured: pooled NME
+    11.4 against 18.7."""
+    root = small_preset("300w_lp", "aflw2000_3d")
+    cfg = _cfg(root, tmp_path / "run", mesh_cache, "data.test_sets=[aflw2000]", "optim.epochs=2",
+               "optim.batch_size=16")
+    results = r3d_train.main(cfg)
+    topo, bfm = r3d_data.load_topology(cfg.model.topology, root)
+    hierarchy = r3d_train.mesh_hierarchy(topo, factors=cfg.model.factors, lengths=cfg.model.spiral_length,
+                                         dilations=cfg.model.dilation, cache_dir=cfg.model.mesh_cache)
+    loader = r3d_train.eval_loader(formats.list_samples("aflw2000", root), topo, bfm, input_size=64,
+                                   box_scale=1.5, batch_size=8, num_workers=0, world_size=1, with_gt=True)
+    baseline = r3d_eval.load_model(tmp_path / "run" / "last.pth", arch="resnet18", channels=cfg.model.channels,
+                                   hierarchy=hierarchy, mean_shape_baseline=True)
+    mean_shape, _ = evaluate_aflw2000(baseline, loader, device=torch.device("cpu"), input_size=64,
+                                      landmark_ids=topo.landmark_ids)
+    assert results["aflw2000"]["images"] == 60
+    assert results["aflw2000"]["nme68"]["pooled"] < 0.75 * mean_shape["nme68"]["pooled"], (results, mean_shape)
+
+
 def test_run_writes_its_outputs(trained):
     cfg, results, out = trained
     assert all((out / f).is_file() for f in ("config.yaml", "log.jsonl", "last.pth", "metrics.json"))

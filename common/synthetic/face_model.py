@@ -248,10 +248,10 @@ def _au_modes(base, mesh):
                + 0.0015 * gauss(ax, ty, 0.0, my + 0.006, 0.014, 0.006) * upper
                - 0.002 * g_inner_brow, zero)
     a[10] = vec(zero, 0.005 * gauss(ax, ty, 0.008, my + 0.006, 0.014, 0.008) * upper, zero)
-    a[12] = vec(0.008 * sgn * corner, 0.009 * corner, -0.004 * corner)
+    a[12] = vec(0.014 * sgn * corner, 0.016 * corner, -0.006 * corner)
     dimple = gauss(ax, ty, 0.033, my, 0.004, 0.004)
     a[14] = vec(0.002 * sgn * corner, zero, -0.004 * gauss(ax, ty, 0.025, my, 0.010, 0.010) - 0.002 * dimple)
-    a[15] = vec(-0.001 * sgn * corner, -0.007 * gauss(ax, ty, 0.025, my, 0.010, 0.012), zero)
+    a[15] = vec(-0.002 * sgn * corner, -0.012 * gauss(ax, ty, 0.025, my, 0.010, 0.012), zero)
     g16 = gauss(ax, ty, 0.008, my - 0.008, 0.012, 0.008) * lower
     a[16] = vec(zero, -0.005 * g16, 0.002 * g16)
     g17 = gauss(ax, ty, 0.0, my - 0.008, 0.014, 0.007) * lower

@@ -56,12 +56,14 @@ def _sequence(rng, frames, labelled):
     return [dict(zip(aus, row.tolist())) for row in values], labels
 
 
-def _render_frame(ctx, namespace, subject, session, frame, aus):
-    """A lab-style video frame: the subject's fixed background and light, near-frontal head with a little motion."""
+def _render_frame(ctx, cfg, namespace, subject, session, frame, aus):
+    """A lab-style video frame: the subject's fixed background and light, near-frontal head with a little motion;
+    ``cfg["zoom"]`` (default 1) scales the face in the frame, as a closer camera would."""
     motion = rng_for(ctx.seed, namespace, "motion", subject).uniform(-1, 1, 3) * (15.0, 6.0, 4.0)
     pose = tuple(m * np.sin(0.3 * frame + k) for k, m in enumerate(motion))
     scene = rng_for(ctx.seed, namespace, "scene", session)                   # same state for every frame
-    return render_inside(ctx, identity(ctx, namespace, subject), aus, pose, scene, background="plain").image
+    return render_inside(ctx, identity(ctx, namespace, subject), aus, pose, scene, scale=cfg.get("zoom", 1.0),
+                         background="plain").image
 
 
 def plan_disfa(cfg, seed):
@@ -74,7 +76,7 @@ def _disfa_sequence(seed, subject, frames):
 
 def make_disfa(ctx, out, cfg, job):
     aus, _ = _disfa_sequence(ctx.seed, job["subject"], cfg["frames"])
-    image = _render_frame(ctx, "disfa", job["subject"], job["subject"], job["frame"], aus[job["frame"] - 1])
+    image = _render_frame(ctx, cfg, "disfa", job["subject"], job["subject"], job["frame"], aus[job["frame"] - 1])
     save_image(os.path.join(out, FOLDER_DISFA, "Frames_LeftCamera", job["subject"], f"{job['frame']}.jpg"), image)
     return {}
 
@@ -110,7 +112,7 @@ def plan_bp4d(cfg, seed):
 
 def make_bp4d(ctx, out, cfg, job):
     first, aus, _ = _bp4d_sequence(ctx.seed, cfg, job["subject"], job["task"])
-    image = _render_frame(ctx, "bp4d", job["subject"], job["key"].rsplit("/", 1)[0], job["t"], aus[job["t"]])
+    image = _render_frame(ctx, cfg, "bp4d", job["subject"], job["key"].rsplit("/", 1)[0], job["t"], aus[job["t"]])
     save_image(os.path.join(out, FOLDER_BP4D, "BP4D-training", job["subject"], job["task"], f"{first + job['t']}.jpg"),
                image)
     return {}

@@ -19,7 +19,7 @@ def _make(task):
     name, out, preset, seed, job = task
     cfg = PRESETS[preset]
     try:
-        return WRITERS[name].make(context(seed, cfg["render_size"]), out, cfg[name], job)
+        return WRITERS[name].make(context(seed, cfg[name].get("render_size", cfg["render_size"])), out, cfg[name], job)
     except Exception as error:
         raise RuntimeError(f"synthetic {name}: sample {job['key']!r} (seed {seed}) failed: {error}") from error
 
