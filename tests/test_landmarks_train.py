@@ -18,8 +18,6 @@ from landmarks.export import export_backbone
 from landmarks.heatmap_head import HeatmapHead
 
 CONFIG = "landmarks/configs/synthetic.yaml"
-# No geometric / colour augmentation: 50 iterations must visibly fit the 6 training faces.
-NO_AUG = ["aug.rotation=0.0", "aug.scale=[1.0, 1.0]", "aug.flip_prob=0.0", "aug.color_scale=0.0"]
 
 
 def test_head_reaches_stride_4_and_uses_every_stage():
@@ -57,44 +55,31 @@ def _mean_shape_nme(train, test, input_size):
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_root, tmp_path_factory):
+def trained(small_preset, tmp_path_factory):
+    """15 epochs from scratch on the small preset's 300W copy (240 training faces, 55 held-out ``full``
+    faces), with the paper's augmentation; best.pth is selected on the training split so that the
+    test faces stay unseen. 225 steps of batch 16, about a minute on one core."""
     out = tmp_path_factory.mktemp("lm_run")
-    root = str(synthetic_root / "300W")
-    cfg = load_config(CONFIG, [f"data.root={root}", f"out={out}", "data.test_splits=[train, full]", *NO_AUG])
+    root = str(small_preset("300w") / "300W")
+    cfg = load_config(CONFIG, [f"data.root={root}", f"out={out}", "data.val_split=train",
+                               "data.test_splits=[train, full]", "optim.batch_size=16", "optim.epochs=15",
+                               "optim.lr=2e-3", "train.eval_every=5"])
     return cfg, landmarks_train.main(cfg), root, out
 
 
-def test_training_beats_the_mean_shape(trained):
-    """50 iterations from scratch fit the training faces far better than their mean shape.
-
-    The tiny preset has 6 training faces, too few for a from-scratch network to generalise to
-    the test faces in a CPU budget, so the fit is measured on the training split (reported to
-    the lead); the held-out split is checked for sanity only."""
+def test_held_out_nme_is_far_below_the_mean_shape(trained):
+    """Acceptance (issue 7): a short run generalises to the held-out 300W ``full`` faces. Measured: NME
+    10.2 % against 20.5 % for the training mean shape placed in each test box (train split: 8.2 %
+    against 16.5 %)."""
     cfg, results, root, out = trained
-    train = formats.load_split("300w", root, "train")
-    baseline = _mean_shape_nme(train, train, cfg.data.input_size)
-    ours = results["splits"]["train"]["nme_io"]
-    assert ours < 0.75 * baseline, (ours, baseline)
-    assert np.isfinite(results["splits"]["full"]["nme_io"]) and results["splits"]["full"]["n"] == 5
-    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
-    assert [r["epoch"] for r in log] == list(range(1, 51))
-    assert "val_nme_io" in log[24] and "val_nme_io" in log[49]
-    assert all(os.path.isfile(os.path.join(out, f)) for f in ("config.yaml", "last.pth", "best.pth", "metrics.json"))
-
-
-def test_held_out_nme_is_far_below_the_mean_shape(small_preset, tmp_path):
-    """Acceptance (issue 7): a short run from scratch, with the paper's augmentation, generalises to the
-    held-out 300W ``full`` faces. The small preset has 240 training and 55 test faces (64 px renders);
-    15 epochs of batch 16 (225 steps, ~55 s on one core). Measured: NME 10.2 % against 20.4 % for
-    the training mean shape placed in each test box."""
-    root = str(small_preset("300w") / "300W")
-    cfg = load_config(CONFIG, [f"data.root={root}", f"out={tmp_path}", "data.val_split=", "data.test_splits=[full]",
-                               "optim.batch_size=16", "optim.epochs=15", "optim.lr=2e-3"])
-    results = landmarks_train.main(cfg)
     baseline = _mean_shape_nme(formats.load_split("300w", root, "train"), formats.load_split("300w", root, "full"),
                                cfg.data.input_size)
-    assert results["splits"]["full"]["n"] == 55
+    assert results["splits"]["full"]["n"] == 55 and results["splits"]["train"]["n"] == 240
     assert results["splits"]["full"]["nme_io"] < 0.6 * baseline, (results["splits"]["full"], baseline)
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert [r["epoch"] for r in log] == list(range(1, 16))
+    assert [r["epoch"] for r in log if "val_nme_io" in r] == [5, 10, 15]
+    assert all(os.path.isfile(os.path.join(out, f)) for f in ("config.yaml", "last.pth", "best.pth", "metrics.json"))
 
 
 def test_eval_cli_matches_training_metrics_and_writes_ced(trained, capsys):

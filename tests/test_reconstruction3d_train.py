@@ -17,8 +17,6 @@ from reconstruction3d import train as r3d_train
 from reconstruction3d.engine import evaluate_aflw2000, l1_loss
 
 CONFIG = "reconstruction3d/configs/synthetic.yaml"
-# No augmentation: 32 iterations must visibly fit the 16 training faces.
-NO_AUG = ["aug.rotation=0.0", "aug.scale=[1.0, 1.0]", "aug.translation=0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -99,67 +97,42 @@ def test_dataset_check_round_trips_the_ground_truth(synthetic_root, topology, tm
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_root, mesh_cache, tmp_path_factory):
+def trained(small_preset, mesh_cache, tmp_path_factory):
+    """2 epochs from scratch on the small preset's 300W-LP copy (1,600 crops of 100 identities) with the
+    paper's augmentation, tested on its 60 AFLW2000-3D and 6 Florence faces: 200 steps of batch 16,
+    about 75 s on one core."""
+    root = small_preset("300w_lp", "aflw2000_3d", "florence")
     out = tmp_path_factory.mktemp("r3d_run")
-    cfg = _cfg(synthetic_root, out, mesh_cache, "optim.epochs=16", *NO_AUG)
-    return cfg, r3d_train.main(cfg), out
+    cfg = _cfg(root, out, mesh_cache, "optim.epochs=2", "optim.batch_size=16")
+    return cfg, r3d_train.main(cfg), out, root
 
 
-def test_training_fits_beyond_the_mean_shape(trained, synthetic_root, topology):
-    """32 iterations from scratch fit the 300W-LP faces far better than the training mean shape.
-
-    The tiny preset has 16 training faces of 4 identities and 6 AFLW2000-3D test faces: too few for a
-    from-scratch network to beat the mean shape on the held-out faces within a CPU test budget
-    (reported to the lead), so the fit is measured on the training faces; AFLW2000-3D is checked
-    for sanity only."""
-    cfg, results, out = trained
-    topo, bfm = topology
-    hierarchy = r3d_train.mesh_hierarchy(topo, factors=cfg.model.factors, lengths=cfg.model.spiral_length,
-                                         dilations=cfg.model.dilation, cache_dir=cfg.model.mesh_cache)
-    loader = r3d_train.eval_loader(formats.list_samples("300wlp", synthetic_root), topo, bfm, input_size=64,
-                                   box_scale=1.5, batch_size=8, num_workers=0, world_size=1, with_gt=True)
-    nme = {}
-    for baseline in (False, True):
-        model = r3d_eval.load_model(out / "last.pth", arch="resnet18", channels=cfg.model.channels,
-                                    hierarchy=hierarchy, mean_shape_baseline=baseline)
-        metrics, _ = evaluate_aflw2000(model, loader, device=torch.device("cpu"), input_size=64,
-                                       landmark_ids=topo.landmark_ids)
-        nme[baseline] = metrics["nme68"]["pooled"]
-    assert nme[False] < 0.75 * nme[True], nme
-    test = results["aflw2000"]
-    assert test["images"] == 6 and all(np.isfinite(v) for v in test["nme68"].values())
-    assert np.isfinite(test["dense_nme"]) and test["dense_nme_rigid"] <= test["dense_nme"] + 1e-9
-
-
-def test_short_run_beats_the_mean_shape_on_held_out_aflw2000(small_preset, mesh_cache, tmp_path):
+def test_short_run_beats_the_mean_shape_on_held_out_aflw2000(trained):
     """Acceptance (issue 9): a short run on the synthetic 300W-LP lowers the AFLW2000-3D-copy NME clearly
-    below the mean-shape baseline (the decoder's bias: the training mean mesh for every face). The
-    small preset: 1,600 300W-LP crops of 100 identities, 60 held-out AFLW2000-3D faces; 2 epochs of
-    batch 16 with the paper's augmentation (200 steps, ~75 s on one core). Measured: pooled NME
-    11.4 against 18.7."""
-    root = small_preset("300w_lp", "aflw2000_3d")
-    cfg = _cfg(root, tmp_path / "run", mesh_cache, "data.test_sets=[aflw2000]", "optim.epochs=2",
-               "optim.batch_size=16")
-    results = r3d_train.main(cfg)
+    below the mean-shape baseline (the decoder's bias: the training mean mesh for every face).
+    Measured: pooled NME 11.6 against 18.8 (yaw bins 7.0 / 10.6 / 17.1 against 10.0 / 21.2 / 25.1)."""
+    cfg, results, out, root = trained
     topo, bfm = r3d_data.load_topology(cfg.model.topology, root)
     hierarchy = r3d_train.mesh_hierarchy(topo, factors=cfg.model.factors, lengths=cfg.model.spiral_length,
                                          dilations=cfg.model.dilation, cache_dir=cfg.model.mesh_cache)
     loader = r3d_train.eval_loader(formats.list_samples("aflw2000", root), topo, bfm, input_size=64,
                                    box_scale=1.5, batch_size=8, num_workers=0, world_size=1, with_gt=True)
-    baseline = r3d_eval.load_model(tmp_path / "run" / "last.pth", arch="resnet18", channels=cfg.model.channels,
+    baseline = r3d_eval.load_model(out / "last.pth", arch="resnet18", channels=cfg.model.channels,
                                    hierarchy=hierarchy, mean_shape_baseline=True)
     mean_shape, _ = evaluate_aflw2000(baseline, loader, device=torch.device("cpu"), input_size=64,
                                       landmark_ids=topo.landmark_ids)
-    assert results["aflw2000"]["images"] == 60
-    assert results["aflw2000"]["nme68"]["pooled"] < 0.75 * mean_shape["nme68"]["pooled"], (results, mean_shape)
+    test = results["aflw2000"]
+    assert test["images"] == 60 and np.isfinite(test["dense_nme"])
+    assert test["dense_nme_rigid"] <= test["dense_nme"] + 1e-9
+    assert test["nme68"]["pooled"] < 0.75 * mean_shape["nme68"]["pooled"], (test["nme68"], mean_shape["nme68"])
 
 
 def test_run_writes_its_outputs(trained):
-    cfg, results, out = trained
+    cfg, results, out, _ = trained
     assert all((out / f).is_file() for f in ("config.yaml", "log.jsonl", "last.pth", "metrics.json"))
     assert os.path.getsize(out / "ced_florence.png") > 1000
     log = [json.loads(line) for line in open(out / "log.jsonl")]
-    assert [r["epoch"] for r in log] == list(range(1, 17)) and log[-1]["loss"] < log[0]["loss"]
+    assert [r["epoch"] for r in log] == [1, 2] and log[-1]["loss"] < log[0]["loss"]
     saved = json.load(open(out / "metrics.json"))
     assert saved["aflw2000"]["nme68"]["mean"] == pytest.approx(results["aflw2000"]["nme68"]["mean"])
     florence = saved["florence"]
@@ -167,9 +140,9 @@ def test_run_writes_its_outputs(trained):
     assert florence["nme"] == pytest.approx(100 * np.mean(florence["errors"]))
 
 
-def test_eval_cli_matches_training_and_merges_metrics(trained, synthetic_root, mesh_cache, capsys):
-    cfg, results, out = trained
-    base = ["--config", CONFIG, "--checkpoint", str(out / "last.pth"), f"data.root={synthetic_root}",
+def test_eval_cli_matches_training_and_merges_metrics(trained, mesh_cache, capsys):
+    cfg, results, out, root = trained
+    base = ["--config", CONFIG, "--checkpoint", str(out / "last.pth"), f"data.root={root}",
             f"model.mesh_cache={mesh_cache}"]
     r3d_eval.main(*r3d_eval.parse(base + ["--dataset", "aflw2000"]))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -189,7 +162,7 @@ def test_eval_cli_matches_training_and_merges_metrics(trained, synthetic_root, m
 
 
 def test_fig6_and_table9_collect_the_runs(trained, tmp_path, capsys):
-    cfg, results, out = trained
+    cfg, results, out, _ = trained
     metrics = str(out / "metrics.json")
     fig6.main(["--curve", f"100%:Ours=" + metrics, "--curve", "100%:Again=" + metrics,
                "--curve", "10%:Ours=" + metrics, "--out", str(tmp_path / "fig6.png")])
