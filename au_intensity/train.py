@@ -7,8 +7,6 @@ Writes runs/NAME/{config.yaml, log.jsonl, subset_keys.txt, last.pth, best.pth (w
 split), predictions.npz, metrics.json}; resumes from last.pth when it exists. DISFA folds are
 separate runs; ``python -m au_intensity.eval --pool`` scores their pooled test predictions.
 """
-import json
-import os
 
 import torch
 
@@ -18,8 +16,8 @@ from au_intensity.model import AUIntensityNet, au_l2_loss
 from common import distributed, finetune
 from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint
-from common.config import cli, git_sha, save_config
-from common.logger import JsonlWriter, log
+from common.config import cli
+from common.logger import log
 from common.optim import param_groups
 
 
@@ -31,14 +29,7 @@ def l2_loss(outputs, batch):
 def main(cfg):
     info = distributed.init()
     device, out, data, optim, mode = info.device, cfg.out, cfg.data, cfg.optim, cfg.model.adaptation
-    if optim.batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by {info.world_size} ranks")
-    torch.manual_seed(cfg.seed)
-    if distributed.is_main():
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, out)
-        log(f"au_intensity.train git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    writer = JsonlWriter(os.path.join(out, "log.jsonl"))
+    writer = finetune.start_run(cfg, "au_intensity.train", info)
 
     layout = {k: data[k] for k in LAYOUT_KEYS}
     full = split_dataset("train", **layout)

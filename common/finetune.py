@@ -16,11 +16,26 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from common import distributed
 from common.checkpoint import make_state, restore, save_checkpoint, unwrap
-from common.logger import log, progress
+from common.config import git_sha, save_config
+from common.logger import JsonlWriter, log, progress
 from common.optim import constant_schedule, cosine_schedule, set_lr, step_schedule
 from common.subsample import load_keys, save_keys, subset_keys
 
 ADAPTATION_MODES = ("finetune", "linear")
+
+
+def start_run(cfg, program, info):
+    """The start of every task's ``train.py``: check that the global batch splits over the ranks, seed
+    torch with ``cfg.seed`` (same initial weights on every rank), write OUT/config.yaml and log it with
+    the git revision (rank 0); returns the OUT/log.jsonl writer."""
+    if cfg.optim.batch_size % info.world_size:
+        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {info.world_size} ranks")
+    torch.manual_seed(cfg.seed)
+    if distributed.is_main():
+        os.makedirs(cfg.out, exist_ok=True)
+        save_config(cfg, cfg.out)
+        log(f"{program} git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+    return JsonlWriter(os.path.join(cfg.out, "log.jsonl"))
 
 
 def configure_adaptation(model, mode):

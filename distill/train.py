@@ -21,11 +21,11 @@ import time
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
-from common import distributed
+from common import distributed, finetune
 from common.checkpoint import load_checkpoint, make_state, restore, save_checkpoint
-from common.config import cli, git_sha, save_config
+from common.config import cli
 from common.landmark_schemes import flip_permutation
-from common.logger import JsonlWriter, log
+from common.logger import log
 from common.optim import param_groups
 from distill import leakage, pool
 from distill.data import UnlabelledDataset
@@ -91,13 +91,7 @@ def main(cfg):
         raise ValueError(f"distill.steps must be >= 1, got {steps}")
     if not cfg.teacher or not cfg.unlabeled.list:
         raise ValueError("give the first teacher (--teacher / teacher=) and the pool (--unlabeled / unlabeled.list=)")
-    if optim.batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by {info.world_size} ranks")
-    if distributed.is_main():
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, out)
-        log(f"distill.train git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    writer = JsonlWriter(os.path.join(out, "log.jsonl"))
+    writer = finetune.start_run(cfg, "distill.train", info)
 
     n_points = formats.N_POINTS[data.dataset]
     full = formats.load_split(data.dataset, data.root, data.train_split, data.box)

@@ -7,15 +7,13 @@ Writes runs/NAME/{config.yaml, log.jsonl, subset_keys.txt, last.pth, predictions
 resumes from last.pth when it exists. AffectNet's validation list is the test set (its test set is
 not released), so no checkpoint is selected on it: the last epoch is tested.
 """
-import json
-import os
 
 import torch
 
 from common import distributed, finetune
 from common.backbone import build_backbone
-from common.config import cli, git_sha, save_config
-from common.logger import JsonlWriter, log
+from common.config import cli
+from common.logger import log
 from common.optim import param_groups
 from emotion.data import build_dataset, load_split, select
 from emotion.engine import test_and_save
@@ -25,14 +23,7 @@ from emotion.model import EmotionLoss, EmotionNet
 def main(cfg):
     info = distributed.init()
     device, out, data, optim, mode = info.device, cfg.out, cfg.data, cfg.optim, cfg.model.adaptation
-    if optim.batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by {info.world_size} ranks")
-    torch.manual_seed(cfg.seed)
-    if distributed.is_main():
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, out)
-        log(f"emotion.train git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    writer = JsonlWriter(os.path.join(out, "log.jsonl"))
+    writer = finetune.start_run(cfg, "emotion.train", info)
 
     full = load_split(data.root, "train", data.num_classes)
     rows = finetune.select_training_keys(full["keys"], fraction=data.fraction, seed=data.subset_seed,

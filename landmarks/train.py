@@ -13,12 +13,12 @@ import time
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from common import distributed
+from common import distributed, finetune
 from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint, make_state, restore, save_checkpoint, unwrap
-from common.config import cli, git_sha, save_config
+from common.config import cli
 from common.landmark_schemes import flip_permutation
-from common.logger import JsonlWriter, log
+from common.logger import log
 from common.optim import constant_schedule, cosine_schedule, param_groups, step_schedule
 from landmarks import formats, scores
 from landmarks.data import LandmarkDataset, few_shot, train_augment
@@ -91,14 +91,7 @@ def main(cfg):
     linear = cfg.model.adaptation == "linear"
     if cfg.model.adaptation not in ("finetune", "linear"):
         raise ValueError(f"model.adaptation must be finetune or linear, got {cfg.model.adaptation!r}")
-    if optim.batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by {info.world_size} ranks")
-    torch.manual_seed(cfg.seed)
-    if distributed.is_main():
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, out)
-        log(f"landmarks.train git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    writer = JsonlWriter(os.path.join(out, "log.jsonl"))
+    writer = finetune.start_run(cfg, "landmarks.train", info)
 
     n_points = formats.N_POINTS[data.dataset]
     samples = formats.load_split(data.dataset, data.root, data.train_split, data.box)

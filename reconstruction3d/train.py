@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from common import distributed
+from common import distributed, finetune
 from common.backbone import build_backbone
 from common.checkpoint import make_state, restore, save_checkpoint
-from common.config import cli, git_sha, save_config
-from common.logger import JsonlWriter, log
+from common.config import cli
+from common.logger import log
 from common.optim import cosine_schedule, param_groups, step_schedule
 from common.subsample import load_keys, save_keys, subset_keys
 from reconstruction3d import formats
@@ -130,14 +130,7 @@ def write_json(path, obj):
 def main(cfg):
     info = distributed.init()
     device, out, data, optim, m = info.device, cfg.out, cfg.data, cfg.optim, cfg.model
-    if optim.batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by {info.world_size} ranks")
-    torch.manual_seed(cfg.seed)
-    if distributed.is_main():
-        os.makedirs(out, exist_ok=True)
-        save_config(cfg, out)
-        log(f"reconstruction3d.train git {git_sha()}\n" + json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    writer = JsonlWriter(os.path.join(out, "log.jsonl"))
+    writer = finetune.start_run(cfg, "reconstruction3d.train", info)
 
     topology, bfm = load_topology(m.topology, data.root)
     hierarchy = mesh_hierarchy(topology, factors=m.factors, lengths=m.spiral_length, dilations=m.dilation,
