@@ -8,7 +8,7 @@
 #   make demo                     # or: bash scripts/demo.sh [--out runs/demo] [--jobs 2] [--dry-run]
 #   DEMO_JOBS=1 make demo         # one run at a time (a machine with one free core)
 #   DEMO_THREADS=1 make demo      # SwAV on one thread (a busy machine: more threads than free cores stall)
-# Compute: about 25 min on 2 free CPU cores, no GPU (stage times in scripts/README.md).
+# Compute: 16.6 min measured on 2 idle CPU cores, no GPU (stage times in scripts/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
