@@ -147,7 +147,9 @@ def test_synthetic_finetune_generalises_arousal_and_valence(tmp_path, small_pres
     turns on small lip-corner and brow motions; the network fits the training valence to CCC 0.98
     and generalises little at this size; 800 faces or the paper's augmentation did not help)."""
     from emotion import train as emo_train
-    root = str(small_preset("affectnet") / "AffectNet")
+    data = small_preset("affectnet")
+    assert json.load(open(data / "manifest.json"))["datasets"]["affectnet"]["render_size"] == 128  # own size
+    root = str(data / "AffectNet")
     cfg = load_config(os.path.join(ROOT, "emotion/configs/synthetic.yaml"),
                       [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.epochs=10"])
     metrics = emo_train.main(cfg)

@@ -58,6 +58,7 @@ def test_300w_folders_pts_and_boxes(synthetic_root, manifest):
     assert all(p.endswith(".png") for p in images["lfpw/trainset"] + images["300W/01_Indoor"])
     splits = manifest["datasets"]["300w"]["splits"]
     assert splits["train"] == sum(len(images[f]) for f in folders[:3])
+    assert manifest["datasets"]["300w"]["render_size"] == manifest["render_size"] == 96      # the tiny preset's
     assert splits["common"] == len(images["helen/testset"]) + len(images["lfpw/testset"])
     gt_boxes = {}
     for folder, paths in images.items():

@@ -14,12 +14,17 @@ from common.synthetic.writers.presets import PRESETS
 from common.synthetic.writers.sampling import context
 
 
+def render_size(cfg, name):
+    """Render size of dataset ``name`` in preset ``cfg``: its own ``render_size`` or the preset's."""
+    return cfg[name].get("render_size", cfg["render_size"])
+
+
 def _make(task):
     """Render and write one sample (runs in a worker); returns the writer's label record."""
     name, out, preset, seed, job = task
     cfg = PRESETS[preset]
     try:
-        return WRITERS[name].make(context(seed, cfg[name].get("render_size", cfg["render_size"])), out, cfg[name], job)
+        return WRITERS[name].make(context(seed, render_size(cfg, name)), out, cfg[name], job)
     except Exception as error:
         raise RuntimeError(f"synthetic {name}: sample {job['key']!r} (seed {seed}) failed: {error}") from error
 
@@ -123,7 +128,7 @@ def generate(out, preset, seed, only=None, workers=1):
         mine = records[start:start + len(plans[name])]
         start += len(plans[name])
         info = WRITERS[name].finish(out, cfg[name], plans[name], mine, seed)
-        manifest["datasets"][name] = {"folder": WRITERS[name].folder, **info}
+        manifest["datasets"][name] = {"folder": WRITERS[name].folder, "render_size": render_size(cfg, name), **info}
     manifest["complete"] = True
     _write_manifest(out, manifest)
     return manifest
