@@ -9,7 +9,7 @@ venv: $(STAMP)
 # Rebuilt whenever a requirements file is newer than the last install.
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 test: $(STAMP)
