@@ -119,7 +119,7 @@ def test_synthetic_pipeline_learns_and_reevaluates(tmp_path, synthetic_root):
     """train.py -> metrics.json on the tiny preset (codes 8-10 dropped); the fine-tune fits its
     training faces (valence PCC / CCC through the whole pipeline, flip-averaged: a mis-ordered
     gather would give ~0); eval.py reproduces the test metrics; the dataset check runs. Held-out
-    learning needs more data than the tiny preset has: see the FACEREP_SLOW_TESTS test below."""
+    learning needs more data than the tiny preset has: see the small-preset test below."""
     from emotion import eval as emo_eval, train as emo_train
     root = str(synthetic_root / "AffectNet")
     cfg = load_config(os.path.join(ROOT, "emotion/configs/synthetic.yaml"),
@@ -140,18 +140,19 @@ def test_synthetic_pipeline_learns_and_reevaluates(tmp_path, synthetic_root):
 
 
 def test_synthetic_finetune_generalises_arousal_and_valence(tmp_path, small_preset):
-    """Issue 8's acceptance asks for a valence CCC clearly above 0 on the held-out validation list; at CPU
-    test scale it is only weakly met. The small preset: 397 training and 100 validation faces (128 px
-    renders, 64 px crops); 10 epochs of batch 16 (~55 s on one core). Measured: arousal CCC 0.64
-    (mouth and eye opening are large, visible AUs), valence CCC 0.13 (happy vs. the negative classes
-    turns on small lip-corner and brow motions; the network fits the training valence to CCC 0.98
-    and generalises little at this size; 800 faces or the paper's augmentation did not help)."""
+    """Issue 8: a short fine-tune reaches a valence CCC clearly above 0 on the held-out validation list.
+    The small preset: 1,597 training and 197 validation faces (128-px renders, 64-px crops); the
+    synthetic config's 5 epochs of batch 16 at lr 5e-4 (~500 steps, ~2 min on one core). Measured on
+    a 400-face validation copy, training seeds 0 / 1 / 2: valence CCC 0.41 / 0.43 / 0.15, arousal
+    0.75 / 0.75 / 0.74. Valence rests on telling happy faces (large AU6 + AU12) from the rest: the five
+    negative classes (small brow and lip-corner motions) stay at ~0 accuracy at this size. With 400
+    training faces valence CCC was 0.04-0.22 at the same compute, with lr 1e-3 0.04-0.55."""
     from emotion import train as emo_train
     data = small_preset("affectnet")
     assert json.load(open(data / "manifest.json"))["datasets"]["affectnet"]["render_size"] == 128  # own size
     root = str(data / "AffectNet")
     cfg = load_config(os.path.join(ROOT, "emotion/configs/synthetic.yaml"),
-                      [f"data.root={root}", f"out={tmp_path / 'run'}", "optim.epochs=10"])
+                      [f"data.root={root}", f"out={tmp_path / 'run'}"])
     metrics = emo_train.main(cfg)
-    assert metrics["images"] == 97 and metrics["train_images"] == 397
-    assert metrics["arousal"]["ccc"] > 0.4 and metrics["valence"]["ccc"] > 0.05, metrics
+    assert metrics["images"] == 197 and metrics["train_images"] == 1597
+    assert metrics["arousal"]["ccc"] > 0.5 and metrics["valence"]["ccc"] > 0.1, metrics
