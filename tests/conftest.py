@@ -1,5 +1,6 @@
 """Shared test set-up: one thread per process so tests behave the same on any machine."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -21,7 +22,6 @@ def repo_root():
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """The built-in synthetic benchmark's ``tiny`` preset (every dataset), written once per session."""
-    import subprocess
     out = tmp_path_factory.mktemp("synthetic")
     subprocess.run([sys.executable, "-m", "common.synthetic", "--out", str(out), "--preset", "tiny",
                     "--seed", "0"], cwd=ROOT, check=True)
@@ -33,8 +33,6 @@ def small_preset(tmp_path_factory):
     """``write(*names)``: the ``small`` preset's copies of ``names`` (common.synthetic ``--only``) in a new
     folder. Enough faces for a from-scratch CPU run to generalise: the held-out learning tests of
     issues 6-9 use it, each writing only the datasets it needs."""
-    import subprocess
-
     def write(*names):
         out = tmp_path_factory.mktemp("synthetic_small")
         subprocess.run([sys.executable, "-m", "common.synthetic", "--out", str(out), "--preset", "small",

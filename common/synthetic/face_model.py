@@ -249,7 +249,8 @@ def _au_modes(base, mesh):
                - 0.002 * g_inner_brow, zero)
     a[10] = vec(zero, 0.005 * gauss(ax, ty, 0.008, my + 0.006, 0.014, 0.008) * upper, zero)
     # AU12 at intensity 5 is a broad smile: the corners move ~0.02 (most of the half mouth width), enough
-    # to see at the small preset's 64-px crops (the earlier 0.008 / 0.009 gave held-out valence CCC 0.09, this 0.13)
+    # to see at the small preset's 64-px crops (with 400 AffectNet faces, the earlier 0.008 / 0.009 gave held-out
+    # valence CCC 0.09, this 0.13)
     a[12] = vec(0.014 * sgn * corner, 0.016 * corner, -0.006 * corner)
     dimple = gauss(ax, ty, 0.033, my, 0.004, 0.004)
     a[14] = vec(0.002 * sgn * corner, zero, -0.004 * gauss(ax, ty, 0.025, my, 0.010, 0.010) - 0.002 * dimple)
