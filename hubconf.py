@@ -25,11 +25,6 @@ def _load(spec, sha256):
     return path, load_checkpoint(path)
 
 
-def _arch(backbone_sd: dict) -> str:
-    """resnet50 (bottleneck blocks have conv3) or resnet18, from backbone tensor names."""
-    return "resnet50" if "layer1.0.conv3.weight" in backbone_sd else "resnet18"
-
-
 def _model_config(state) -> dict:
     return ((state.get("config") or {}).get("model") or {}) if isinstance(state, dict) else {}
 
@@ -38,9 +33,9 @@ def _backbone_from_state(state, path, *, torchvision: bool, arch=None):
     import torch
     import torchvision as tv
     from common.backbone import Backbone
-    from common.checkpoint import backbone_state_dict
+    from common.checkpoint import backbone_arch, backbone_state_dict
     sd = backbone_state_dict(state, path)
-    found = _arch(sd)
+    found = backbone_arch(sd)
     if arch is not None and found != arch:
         raise ValueError(f"{path}: holds a {found} backbone, expected {arch}")
     group_norm = _model_config(state).get("norm", "batch") == "group"
@@ -124,7 +119,8 @@ def facerep_face_recognition(checkpoint: str, *, sha256: str | None = None):
 
 
 def _arch_of(sd: dict) -> str:
-    return _arch({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
+    from common.checkpoint import backbone_arch
+    return backbone_arch({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
 
 
 def facerep_landmarks(checkpoint: str, *, sha256: str | None = None):

@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from au_intensity import labels as L
 from common.face_crop import MEAN, STD, FaceCrop, read_rgb, readable
+from common.files import first_paths
+from common.logger import log
 
 DATASETS = ("disfa", "bp4d")
 # data.* config keys that say where a split's frames are and how they are cropped (split_dataset's arguments)
@@ -79,7 +81,8 @@ def index_split(dataset, root, subjects, *, frames_dir=None, frame_name=None):
         raise FileNotFoundError(f"dataset root not found: {root}")
     frames_dir = frames_dir or DEFAULT_LAYOUT[dataset][0]
     frame_name = frame_name or DEFAULT_LAYOUT[dataset][1]
-    keys, paths, blocks, counts = [], [], [], {"labelled": 0, "unlabelled_code9": 0, "missing_image": 0}
+    keys, paths, blocks, missing = [], [], [], []
+    counts = {"labelled": 0, "unlabelled_code9": 0, "missing_image": 0}
     if dataset == "disfa":
         aus = L.DISFA_AUS
         units = [(s, s, *L.read_disfa_subject(root, s), 0) for s in subjects]
@@ -95,11 +98,14 @@ def index_split(dataset, root, subjects, *, frames_dir=None, frame_name=None):
         counts["labelled"] += len(frames)
         counts["unlabelled_code9"] += dropped
         counts["missing_image"] += int((~present).sum())
+        missing += [p for p, ok in zip(file_paths, present) if not ok]
         keys += [f"{folder}/{int(f)}" for f in frames[present]]
         paths += [p for p, ok in zip(file_paths, present) if ok]
         blocks.append(values[present])
     labels = np.concatenate(blocks) if blocks else np.zeros((0, len(aus)), np.float32)
     counts["frames"] = len(keys)
+    if missing:
+        log(f"{dataset}: {len(missing)} labelled frames have no image file and are left out: {first_paths(missing)}")
     return FrameIndex(keys, paths, labels, aus, counts)
 
 

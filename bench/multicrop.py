@@ -19,7 +19,6 @@ shared machine; the rounds are interleaved and the median is kept. Input: ``--ro
 """
 import argparse
 import glob
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common.files import write_json  # noqa: E402
 from pretrain.data import IMAGE_EXTENSIONS, MultiCropTransform, collate_skip_bad, load_rgb  # noqa: E402
 from pretrain.fast_multicrop import DeviceAugment, FastMultiCrop  # noqa: E402
 
@@ -140,9 +140,8 @@ def main(argv=None):
         print(f"DeviceAugment on {args.device} (batch {device['batch']}, 8 crops each): "
               f"{device['device_images_per_s']:.0f} images/s, host CPU {device['host_cpu_ms_per_image']:.3f} ms/image")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "device": device, "device_name": args.device, "images": len(paths),
-                       "loadavg": [load0[0], load1[0]], "cpus": os.cpu_count()}, f, indent=1)
+        write_json(args.json, {"rows": rows, "device": device, "device_name": args.device, "images": len(paths),
+                               "loadavg": [load0[0], load1[0]], "cpus": os.cpu_count()})
     return rows
 
 

@@ -20,7 +20,6 @@ device and dtype (bf16 for bf16 rows; fp32 rows on CUDA with TF32 matmuls, as cu
 use TF32 by default). CPU runs use one thread unless ``--threads``.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common.files import write_json  # noqa: E402
 from common.optim import LARS  # noqa: E402
 from pretrain.swav import swav_loss  # noqa: E402
 from pretrain.train import build_model  # noqa: E402
@@ -171,9 +171,8 @@ def main(argv=None):
         print(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['gflop_per_step']:.1f} | "
               f"{r['tflops']:.3f} | {r['peak_tflops']:.3f} | {100 * r['mfu']:.1f} % | {ratio} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "device": name, "arch": args.arch, "batch": args.batch, "crops": crops,
-                       "loadavg": [load0[0], load1[0]]}, f, indent=1)
+        write_json(args.json, {"rows": rows, "device": name, "arch": args.arch, "batch": args.batch, "crops": crops,
+                               "loadavg": [load0[0], load1[0]]})
     return rows
 
 

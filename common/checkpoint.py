@@ -14,9 +14,11 @@ The backbone is loaded strictly: every tensor must be present with the right sha
 backbone only the keys above (projection heads, prototypes, ``fc``, MoCo's key encoder and queue)
 may be dropped; in our own checkpoints every key outside ``backbone.`` is a head and is dropped.
 """
+import errno
 import os
 import pickle
 import random
+import re
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -24,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from common.logger import log
 
 BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
@@ -65,22 +69,57 @@ def _check_plain(obj, where: str) -> None:
                         f"torch.load(weights_only=True) can read them")
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temps(path) -> list:
+    """Delete the temporary files save_checkpoint(path) leaves when killed mid-write
+    (``.NAME.XXXXXXXX.tmp`` next to it, mkstemp's pattern); returns the removed paths."""
+    path = Path(path)
+    pattern = re.compile(re.escape(_temp_prefix(path)) + r"[A-Za-z0-9_]{8}\.tmp")
+    stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)] if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, or the RuntimeError torch.save's zip writer raises when a write fails."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return isinstance(error, RuntimeError) and ("enforce fail" in str(error) or "No space" in str(error))
+
+
 def save_checkpoint(path, state) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then os.replace."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then os.replace.
+    Temporary files of earlier killed saves to ``path`` are removed first; a full disk is reported
+    as "no space left writing PATH"."""
     path = Path(path)
     _check_plain(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in remove_stale_temps(path):
+        log(f"removed {stale}, left by an interrupted save")
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _is_disk_full(e):
+            raise OSError(errno.ENOSPC, f"no space left writing {path}") from e
         raise
+
+
+def _is_torch_file(path: Path) -> bool:
+    """True when the file starts as torch.save writes: a zip archive, or a pickle (protocol 2-5)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def load_checkpoint(path):
@@ -88,12 +127,15 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if not _is_torch_file(path):
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; "
+                         f"{path.stat().st_size} bytes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path}: not loadable with weights_only=True (it holds more than plain "
                          f"data): {e}") from e
-    except (RuntimeError, EOFError) as e:
+    except (RuntimeError, EOFError, KeyError) as e:
         raise ValueError(f"{path}: unreadable or truncated checkpoint: {e}") from e
 
 
@@ -144,6 +186,11 @@ def backbone_state_dict(obj, source: str = "checkpoint") -> dict:
     """Backbone tensors with torchvision names (conv1.weight, ..., no fc) from a loaded checkpoint
     in any recognised layout; ``source`` names the file in error messages."""
     return _extract(obj, source)[1]
+
+
+def backbone_arch(backbone_sd: dict) -> str:
+    """resnet50 (bottleneck blocks have conv3) or resnet18, from backbone tensor names."""
+    return "resnet50" if "layer1.0.conv3.weight" in backbone_sd else "resnet18"
 
 
 def load_backbone(backbone: nn.Module, path) -> str:

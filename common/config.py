@@ -13,6 +13,8 @@ import subprocess
 
 import yaml
 
+from common.files import write_text_atomic
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars: ``1e-4`` is a float and only true/false are booleans
@@ -44,13 +46,24 @@ class ConfigError(ValueError):
 
 
 class Config(dict):
-    """A dict whose keys can also be read as attributes (``cfg.optim.lr``)."""
+    """A dict whose keys can also be read and assigned as attributes (``cfg.optim.lr``)."""
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name, value):
+        """``cfg.out = "b"`` writes the existing key ``out``; an unknown key raises AttributeError."""
+        if name not in self:
+            raise AttributeError(f"config has no key {name!r} (known: {sorted(self)})")
+        self[name] = _wrap(value)
+
+    @classmethod
+    def from_dict(cls, tree):
+        """A nested mapping (e.g. the config saved in a checkpoint) as a Config, sections included."""
+        return _wrap(dict(tree))
 
     def to_dict(self):
         return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
@@ -136,27 +149,29 @@ def git_sha():
 
 def save_config(cfg, run_dir):
     """Write the resolved config to ``run_dir/config.yaml`` (keys sorted) and return the path."""
-    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "config.yaml")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(cfg.to_dict() if isinstance(cfg, Config) else cfg, f, sort_keys=True)
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict() if isinstance(cfg, Config) else cfg, sort_keys=True))
     return path
 
 
-def cli(description, extra_args=(), argv=None):
+def cli(description, extra_args=(), argv=None, config_required=True):
     """Parse ``--config PATH key=value ...`` (plus ``extra_args``) and return ``(cfg, args)``.
 
     ``extra_args`` is a sequence of ``(flags, kwargs)`` passed to ``ArgumentParser.add_argument``.
+    With ``config_required=False`` a call without ``--config`` (and so without overrides) gives
+    ``cfg=None``, for entry points that fall back to the config saved in a checkpoint.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--config", required=config_required, help="YAML config file")
     for flags, kwargs in extra_args:
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
         parser.add_argument(*flags, **kwargs)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=0.1")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after options
+    if args.config is None:
+        if args.overrides:
+            parser.error("key=value overrides need --config")
+        return None, args
     try:
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as e:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from common.files import rgb8
 from common.transforms import (ColorJitter, GaussianBlur, affine_from_params, crop_from_box,
                                random_affine_params, warp_image)
 
@@ -21,7 +22,7 @@ def read_rgb(path):
     """uint8 tensor (3, H, W) of the image at ``path``, or None when it is missing or undecodable."""
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+            array = np.asarray(rgb8(im))
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

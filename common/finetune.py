@@ -17,17 +17,28 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from common import distributed
 from common.checkpoint import make_state, restore, save_checkpoint, unwrap
 from common.config import git_sha, save_config
+from common.files import write_json
 from common.logger import JsonlWriter, log, progress
 from common.optim import constant_schedule, cosine_schedule, set_lr, step_schedule
-from common.subsample import load_keys, save_keys, subset_keys
+from common.subsample import check_fraction, load_keys, save_keys, subset_keys
 
 ADAPTATION_MODES = ("finetune", "linear")
 
 
+def check_run_config(cfg):
+    """Settings that would otherwise fail late, or silently write an untrained last.pth: data.fraction
+    in (0, 1] and optim.epochs >= 1 (checked before the run folder is made)."""
+    check_fraction(cfg.data.fraction, "data.fraction")
+    if isinstance(cfg.optim.epochs, bool) or not isinstance(cfg.optim.epochs, int) or cfg.optim.epochs < 1:
+        raise ValueError(f"optim.epochs={cfg.optim.epochs!r}: epochs must be >= 1 (0 would save an untrained model)")
+
+
 def start_run(cfg, program, info):
-    """The start of every task's ``train.py``: check that the global batch splits over the ranks, seed
-    torch with ``cfg.seed`` (same initial weights on every rank), write OUT/config.yaml and log it with
-    the git revision (rank 0); returns the OUT/log.jsonl writer."""
+    """The start of every task's ``train.py``: check the config (``check_run_config``) and that the
+    global batch splits over the ranks, seed torch with ``cfg.seed`` (same initial weights on every
+    rank), write OUT/config.yaml and log it with the git revision (rank 0); returns the OUT/log.jsonl
+    writer."""
+    check_run_config(cfg)
     if cfg.optim.batch_size % info.world_size:
         raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {info.world_size} ranks")
     torch.manual_seed(cfg.seed)
@@ -260,9 +271,5 @@ def write_metrics(out_dir, metrics):
     """``out_dir/metrics.json`` (atomic, rank 0) and the same JSON as the last stdout line."""
     if not distributed.is_main():
         return
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "metrics.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(metrics, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(json.dumps(metrics, sort_keys=True), flush=True)

@@ -22,9 +22,14 @@ from pathlib import Path
 import numpy as np
 
 
+def check_fraction(fraction, key: str = "fraction") -> None:
+    """Raise ValueError naming ``key`` unless ``fraction`` is a number in (0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"{key}={fraction!r}: must be a fraction in (0, 1] of the training set")
+
+
 def _subset_size(fraction: float, n: int) -> int:
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    check_fraction(fraction)
     return max(1, int(math.floor(fraction * n + 0.5)))
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from common import distributed, finetune
 from common.checkpoint import load_checkpoint, make_state, restore, save_checkpoint
 from common.config import cli
+from common.files import write_json
 from common.landmark_schemes import flip_permutation
 from common.logger import log
 from common.optim import param_groups
@@ -33,7 +34,7 @@ from distill.teacher import check_teacher, load_landmark_model, teacher_targets
 from landmarks import formats, scores
 from landmarks.data import LandmarkDataset, few_shot, train_augment
 from landmarks.engine import evaluate, train_one_epoch
-from landmarks.train import build_model, eval_loader, lr_schedule, test_splits, write_json
+from landmarks.train import build_model, eval_loader, lr_schedule, test_splits
 
 EXTRA_ARGS = [
     ("--teacher", dict(help="the fine-tuned landmark checkpoint, the first teacher (config key: teacher)")),

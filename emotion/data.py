@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from common.face_crop import MEAN, STD, FaceCrop, read_rgb, readable
+from common.files import first_paths, missing_files
+from common.logger import log
 from emotion.affectnet import CLASS_NAMES, IMAGE_FOLDER, list_path, read_affectnet_list
 
 ARRAY_FIELDS = ("boxes", "landmarks", "expression", "valence", "arousal", "va_valid")
@@ -29,6 +31,10 @@ def load_split(root, split, num_classes=8):
     table = read_affectnet_list(list_path(root, split), num_classes)
     table["keys"] = table["paths"]
     table["paths"] = [os.path.join(root, IMAGE_FOLDER, p) for p in table["paths"]]
+    missing = missing_files(table["paths"])
+    if missing:
+        log(f"{list_path(root, split)}: {len(missing)} listed images are missing (skipped as unreadable): "
+            f"{first_paths(missing)}")
     table["num_classes"] = num_classes
     return table
 

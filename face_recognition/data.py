@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.alignment import align_face, alignment_residual, arcface_template, umeyama
+from common.files import rgb8
 from common.subsample import subset_by_identity, subset_keys
 from common.transforms import apply_to_points, invert
 
@@ -126,7 +127,7 @@ def load_rgb(path):
     """uint8 3 x H x W tensor of the image at ``path``, or None when it cannot be read."""
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.asarray(rgb8(img))
     except (OSError, ValueError, SyntaxError):
         return None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)

@@ -11,36 +11,25 @@ checkpoint, or from --config when given. Writes, in --out (default: the checkpoi
 ``<benchmark>_roc.png`` and ``metrics.json`` (updated per benchmark, so IJB-B and IJB-C runs
 accumulate); the last stdout line is the metrics of this call as JSON.
 """
-import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
 from common import distributed as dist
 from common.checkpoint import load_checkpoint
-from common.config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, cli
+from common.files import write_json
 from common.logger import log
 from common.metrics import roc
 from face_recognition.ijb import BENCHMARKS, evaluate_ijb
 from face_recognition.model import embedder_from_state
 
 
-def as_config(tree):
-    """A plain nested dict (the config saved in a checkpoint) as a Config with attribute access."""
-    return Config({k: as_config(v) if isinstance(v, dict) else v for k, v in tree.items()})
-
-
 def benchmark_root(data_root, folder):
     """``folder`` under ``data_root`` (an absolute ``folder`` is used as is)."""
     return folder if os.path.isabs(folder) or not data_root else os.path.join(data_root, folder)
-
-
-def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def plot_roc(scores, labels, path, title):
@@ -81,7 +70,7 @@ def save_results(out, benchmark, metrics, scores, labels, pairs, name):
         with open(path) as f:
             merged = json.load(f)
     merged[benchmark] = metrics
-    write_json_atomic(path, merged)
+    write_json(path, merged)
 
 
 def run_benchmarks(embedder, roots, *, size, mean, std, batch_size, num_workers, device, out, name):
@@ -102,25 +91,29 @@ def run_benchmarks(embedder, roots, *, size, mean, std, batch_size, num_workers,
     return results
 
 
+EXTRA_ARGS = [
+    ("--checkpoint", dict(required=True, help="face_recognition checkpoint (runs/NAME/last.pth)")),
+    ("--benchmark", dict(choices=BENCHMARKS, action="append",
+                         help="ijbb or ijbc (repeatable); default: eval.benchmarks of the config")),
+    ("--root", dict(help="the IJBB / IJBC folder (loose_crop/, meta/); only with one --benchmark")),
+    ("--out", dict(help="output folder (default: the checkpoint's folder)")),
+    ("--batch-size", dict(type=int, help="images per batch and process (default: eval.batch_size)")),
+]
+
+
+def parse(argv=None):
+    """(cfg or None, args) from ``[--config C] --checkpoint P [options] key=value ...`` (common.config.cli;
+    without --config the checkpoint's own config is used)."""
+    return cli("IJB-B / IJB-C 1:1 verification (paper Table 4)", extra_args=EXTRA_ARGS, argv=argv,
+               config_required=False)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="IJB-B / IJB-C 1:1 verification (paper Table 4)")
-    parser.add_argument("--checkpoint", required=True, help="face_recognition checkpoint (runs/NAME/last.pth)")
-    parser.add_argument("--benchmark", choices=BENCHMARKS, action="append",
-                        help="ijbb or ijbc (repeatable); default: eval.benchmarks of the config")
-    parser.add_argument("--root", help="the IJBB / IJBC folder (loose_crop/, meta/); only with one --benchmark")
-    parser.add_argument("--config", help="YAML config (default: the one saved in the checkpoint)")
-    parser.add_argument("--out", help="output folder (default: the checkpoint's folder)")
-    parser.add_argument("--batch-size", type=int, help="images per batch and process (default: eval.batch_size)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides, e.g. data.root=DIR")
-    args = parser.parse_args(argv)
+    cfg, args = parse(argv)
     try:
         state = load_checkpoint(args.checkpoint)
-        if args.config:
-            cfg = load_config(args.config, args.overrides)
-        elif args.overrides:
-            raise ConfigError("key=value overrides need --config")
-        else:
-            cfg = as_config(state.get("config") or {})
+        if cfg is None:
+            cfg = Config.from_dict(state.get("config") or {})
             if not cfg:
                 raise ConfigError(f"{args.checkpoint} holds no config: pass --config")
         benchmarks = args.benchmark or list(cfg.eval.benchmarks)
@@ -133,7 +126,8 @@ def main(argv=None):
         embedder = embedder_from_state(state, args.checkpoint, arch=cfg.model.arch,
                                        embedding_dim=cfg.model.embedding_dim, head=cfg.model.head)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, AttributeError) as e:
-        parser.exit(2, f"error: {e}\n")
+        print(f"face_recognition.eval: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     info = dist.init()
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     results = run_benchmarks(embedder.to(info.device), roots, size=cfg.data.size, mean=cfg.data.mean,

@@ -25,7 +25,7 @@ from common.checkpoint import export_torchvision, make_state, restore, save_chec
 from common.config import cli, git_sha, save_config
 from common.logger import JsonlWriter, log, progress
 from common.optim import cosine_schedule, param_groups, set_lr
-from common.subsample import load_keys, save_keys
+from common.subsample import check_fraction, load_keys, save_keys
 from face_recognition.cosface import IGNORE_LABEL
 from face_recognition.data import choose_subset, load_vggface2, vggface2_training_set
 from face_recognition.eval import benchmark_root, run_benchmarks
@@ -79,6 +79,7 @@ def train_one_epoch(model, loader, optimizer, scaler, lrs, *, epoch, iters_per_e
 
 
 def main(cfg):
+    check_fraction(cfg.data.fraction, "data.fraction")  # before the run folder is made
     info = dist.init()
     device, world = info.device, info.world_size
     random.seed(cfg.seed)

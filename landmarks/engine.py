@@ -13,6 +13,7 @@ import torch
 
 from common import distributed
 from common.checkpoint import unwrap
+from common.files import first_paths
 from common.logger import progress
 from common.optim import set_lr
 from landmarks import scores
@@ -92,6 +93,14 @@ def predict(model, loader, *, device, input_size, flip_perm=None, amp=False, dec
     return order, preds.numpy()[first], valid.numpy()[first].astype(bool)
 
 
+def _require_finite(nmes, keys, where):
+    """Raise naming the images whose NME is NaN or infinite (never write NaN metrics)."""
+    bad = sorted({keys[i] for values in nmes.values() for i in np.flatnonzero(~np.isfinite(values))})
+    if bad:
+        raise ValueError(f"{where}: non-finite NME for {len(bad)} images (NaN or infinite ground truth or "
+                         f"predictions): {first_paths(bad)}")
+
+
 def evaluate(model, loader, samples, *, device, input_size, flip_perm=None, amp=False, decode="quarter"):
     """Metrics of ``samples`` (the loader's dataset) as ``landmarks.scores.summarize`` gives them,
     plus the per-image primary NME array and the predictions (image coordinates)."""
@@ -104,6 +113,7 @@ def evaluate(model, loader, samples, *, device, input_size, flip_perm=None, amp=
         raise RuntimeError(f"no readable image in {samples.dataset}/{samples.split}")
     boxes = None if samples.dataset_boxes is None else samples.dataset_boxes[keep]
     nmes = scores.per_image_nmes(samples.dataset, pred[valid], samples.points[keep], boxes)
+    _require_finite(nmes, [samples.keys[i] for i in keep], f"{samples.dataset}/{samples.split}")
     metrics = scores.summarize(samples.dataset, nmes)
     metrics["skipped_images"] = int((~valid).sum())
     return metrics, nmes[scores.PRIMARY[samples.dataset]], pred

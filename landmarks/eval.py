@@ -16,12 +16,13 @@ from common import distributed
 from common.backbone import Backbone
 from common.checkpoint import load_checkpoint
 from common.config import cli
+from common.files import write_json
 from common.landmark_schemes import flip_permutation
 from common.logger import log
 from landmarks import formats, scores
 from landmarks.engine import evaluate
 from landmarks.heatmap_head import LandmarkModel
-from landmarks.train import eval_loader, test_splits, write_json
+from landmarks.train import eval_loader, test_splits
 
 
 def plot_ced(nmes, path, *, title, max_error=0.1):
@@ -104,5 +105,5 @@ def parse(argv=None):
 if __name__ == "__main__":
     try:
         main(*parse())
-    except (formats.DatasetFormatError, FileNotFoundError) as e:   # one clear line, not a traceback
+    except (ValueError, FileNotFoundError) as e:   # one clear line (bad file, NaN NME), not a traceback
         raise SystemExit(f"landmarks.eval: {e}")

@@ -31,6 +31,10 @@ class DatasetFormatError(ValueError):
     """A missing or malformed dataset file; the message names the file (and line)."""
 
 
+class DatasetMissingError(DatasetFormatError):
+    """A dataset folder or file that is not there at all (an optional split may be skipped)."""
+
+
 @dataclass
 class Samples:
     """One split of a dataset. images[i] is a file path or an (H, W[, 3]) uint8 array (COFW's .mat)."""
@@ -57,7 +61,7 @@ class Samples:
 
 def _require(path, what):
     if not os.path.exists(path):
-        raise DatasetFormatError(f"missing {what}: {path}")
+        raise DatasetMissingError(f"missing {what}: {path}")
     return path
 
 
@@ -113,6 +117,8 @@ def read_pts(path):
             points.append([float(parts[0]) - 1.0, float(parts[1]) - 1.0])
         except ValueError:
             raise DatasetFormatError(f"{path}:{first + offset}: expected 'x y', got {line!r}") from None
+        if not np.isfinite(points[-1]).all():
+            raise DatasetFormatError(f"{path}:{first + offset}: non-finite coordinate in {line!r}")
     closing = first + n
     if len(points) != n or len(lines) < closing or lines[closing - 1] != "}":
         raise DatasetFormatError(f"{path}:{closing}: expected {n} points then '}}'")
@@ -169,6 +175,8 @@ def load_wflw(root, split, box="landmarks"):
                 flags = [int(t) for t in tokens[200:206]]
             except ValueError as e:
                 raise DatasetFormatError(f"{path}:{number}: {e}") from None
+            if not np.isfinite(values).all():
+                raise DatasetFormatError(f"{path}:{number}: non-finite coordinate or box value")
             pts = values[:196].reshape(98, 2)
             cx, cy = pts.mean(0)
             keys.append(f"{tokens[206]}@{cx:.1f}_{cy:.1f}")            # FaRL keys faces this way

@@ -17,6 +17,7 @@ from common import distributed, finetune
 from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint, make_state, restore, save_checkpoint, unwrap
 from common.config import cli
+from common.files import write_json
 from common.landmark_schemes import flip_permutation
 from common.logger import log
 from common.optim import constant_schedule, cosine_schedule, param_groups, step_schedule
@@ -64,20 +65,13 @@ def assert_backbone_unchanged(model, snapshot):
         raise RuntimeError(f"linear adaptation changed backbone tensors: {changed[:5]}")
 
 
-def write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def test_splits(dataset, root, splits, box):
     """Samples of every test split; 300W's private set is skipped (logged) when absent."""
     out = []
     for split in splits:
         try:
             out.append(formats.load_split(dataset, root, split, box))
-        except formats.DatasetFormatError as e:
+        except formats.DatasetMissingError as e:
             if (dataset, split) != ("300w", "private"):
                 raise
             log(f"300W private test set not found, skipped: {e}")

@@ -12,6 +12,7 @@ Check a dataset before a long run:
     python -m pretrain.data --check --root DIR_OR_LIST [--root ...] [--limit N] [--out grid.png]
 """
 import argparse
+import itertools
 import os
 
 import numpy as np
@@ -19,9 +20,13 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
+from common.files import rgb8
+from common.logger import log
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.228, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+_UNREADABLE = itertools.count(1)  # unreadable images met by this process
 
 
 def list_images(sources) -> list:
@@ -54,14 +59,21 @@ def list_images(sources) -> list:
 
 
 def load_rgb(path: str):
-    """The image at ``path`` as RGB (grayscale, CMYK, palette, RGBA converted), or None when it
-    cannot be read (missing, zero bytes, truncated, not an image)."""
+    """The image at ``path`` as 8-bit RGB (grayscale, 16-bit, CMYK, palette, RGBA converted), or None
+    when it cannot be read (missing, zero bytes, truncated, not an image)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return rgb8(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def report_unreadable(path, first: int = 10) -> None:
+    """Log an unreadable image by path: the first ``first`` of this process (the epoch log counts all)."""
+    n = next(_UNREADABLE)
+    if n <= first:
+        log(f"unreadable image skipped: {path}" + (" (further ones are only counted)" if n == first else ""))
 
 
 class RandomBlur:
@@ -119,6 +131,7 @@ class ImageDataset(torch.utils.data.Dataset):
         index, seed = key
         img = getattr(self.transform, "load", load_rgb)(self.paths[index])
         if img is None:
+            report_unreadable(self.paths[index])
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -11,18 +11,27 @@ import argparse
 import os
 
 from common.backbone import Backbone
-from common.checkpoint import backbone_state_dict, export_torchvision, load_checkpoint, save_checkpoint
+from common.checkpoint import (backbone_arch, backbone_state_dict, export_torchvision, load_checkpoint,
+                               save_checkpoint)
 
 
 def export_backbone(state: dict, out_dir: str, source: str = "checkpoint") -> tuple:
-    """Write both exports from a loaded training checkpoint ``state``; returns their paths."""
+    """Write both exports from a loaded checkpoint ``state`` (ours, or any layout common.checkpoint
+    reads; the architecture is read from the tensors, as hubconf does); returns their paths."""
+    sd = backbone_state_dict(state, source)
+    arch = backbone_arch(sd)
     config = state.get("config") or {}
-    arch = config.get("model", {}).get("arch", "resnet50")
-    if config.get("model", {}).get("norm", "batch") != "batch":
-        raise ValueError(f"{source}: the model uses {config['model']['norm']} norm; only BatchNorm "
+    model = config.get("model") or {}
+    if model.get("arch", arch) != arch:
+        raise ValueError(f"{source}: holds a {arch} backbone but its config says model.arch={model['arch']}")
+    if model.get("norm", "batch") != "batch":
+        raise ValueError(f"{source}: the model uses {model['norm']} norm; only BatchNorm "
                          f"backbones export to torchvision")
     backbone = Backbone(arch)
-    backbone.load_state_dict(backbone_state_dict(state, source), strict=True)
+    try:
+        backbone.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{source}: not a {arch} backbone: {' '.join(str(e).split())}") from None
     ours = os.path.join(out_dir, "backbone.pth")
     tv = os.path.join(out_dir, "backbone_torchvision.pth")
     save_checkpoint(ours, {"model": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
@@ -42,4 +51,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:   # one clear line naming the file, not a traceback
+        raise SystemExit(f"pretrain.export: {e}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
+from common.files import rgb8
 from pretrain.data import MEAN, STD, MultiCropTransform, load_rgb
 from pretrain.fast_color import N_PARAMS, N_UNIFORMS, augment_color, color_params
 
@@ -70,6 +71,8 @@ def decode_image(data: bytes, *, min_side: int = 0):
                     return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1), (height, width)
         img = torchvision.io.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                                           mode=torchvision.io.ImageReadMode.RGB)
+        if img.dtype == torch.uint16:  # a 16-bit PNG: keep the top 8 bits, as common.files.rgb8
+            img = (img.to(torch.int32) >> 8).to(torch.uint8)
         return img, tuple(img.shape[1:])
     except (RuntimeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         pass
@@ -136,7 +139,7 @@ class FastMultiCrop:
         if isinstance(img, tuple):
             img, full_size = img
         elif isinstance(img, Image.Image):
-            img = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+            img = torch.from_numpy(np.array(rgb8(img))).permute(2, 0, 1)
         height, width = full_size or tuple(img.shape[1:])
         boxes, flips, color = self.sample_params(height, width)
         if (height, width) != tuple(img.shape[1:]):

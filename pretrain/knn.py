@@ -1,6 +1,6 @@
-"""Online kNN probe for pre-training (monitoring only, not a paper protocol): leave-one-out
-weighted k-nearest-neighbour accuracy of the backbone's pooled features on a small labelled set
-of identity folders (ROOT/<identity>/<image>), searched with faiss.
+"""k-NN identity probe for pre-training (monitoring only, not a paper protocol; run by pretrain/probes.py):
+leave-one-out weighted k-nearest-neighbour accuracy of the backbone's pooled features on identity
+folders (ROOT/<identity>/<image>), searched with faiss.
 
 Weighted vote as in DINO's k-NN evaluation (Caron et al. 2021): each of the k neighbours votes
 for its label with weight exp(cosine / T).
@@ -9,12 +9,8 @@ import os
 
 import faiss
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torchvision import transforms as T
 
-from common.distributed import all_gather_varlen
-from pretrain.data import IMAGE_EXTENSIONS, MEAN, STD, load_rgb
+from pretrain.data import IMAGE_EXTENSIONS
 
 
 def identity_folders(root: str) -> tuple:
@@ -49,32 +45,3 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 20, tempe
     votes = np.zeros((n, n_classes))
     np.add.at(votes, (np.repeat(np.arange(n), k), labels[nbrs].ravel()), np.exp(sims / temperature).ravel())
     return float((votes.argmax(1) == labels).mean())
-
-
-@torch.no_grad()
-def knn_probe(backbone, root: str, *, size: int, batch_size: int, device, rank: int = 0,
-              world_size: int = 1, k: int = 20) -> dict:
-    """Features of every readable image (each rank takes indices rank::world_size, gathered by
-    index), then the leave-one-out kNN accuracy. The backbone runs in eval mode and is put back
-    in its previous mode."""
-    paths, labels, classes = identity_folders(root)
-    prep = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(MEAN, STD)])
-    mine = list(range(rank, len(paths), world_size))
-    was_training = backbone.training
-    backbone.eval()
-    feats, idx = [], []
-    for start in range(0, len(mine), batch_size):
-        chunk = [(i, load_rgb(paths[i])) for i in mine[start: start + batch_size]]
-        chunk = [(i, img) for i, img in chunk if img is not None]
-        if chunk:
-            x = torch.stack([prep(img) for _, img in chunk]).to(device)
-            feats.append(F.normalize(backbone(x).float(), dim=1))
-            idx.append(torch.tensor([i for i, _ in chunk], device=device))
-    backbone.train(was_training)
-    dim = backbone.num_features
-    feats = all_gather_varlen(torch.cat(feats) if feats else torch.zeros(0, dim, device=device))
-    idx = all_gather_varlen(torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=device))
-    order = idx.cpu().numpy()
-    acc = knn_accuracy(feats.cpu().numpy(), labels[order], k=k)
-    return {"knn_top1": acc, "knn_images": int(len(order)), "knn_skipped": len(paths) - int(len(order)),
-            "knn_classes": len(classes)}

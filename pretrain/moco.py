@@ -93,11 +93,12 @@ class MomentumContrast:
         self.ptr = int(state["ptr"])
 
 
-def moco_loss(model, contrast: MomentumContrast, crops: list, query_model: nn.Module) -> torch.Tensor:
-    """One MoCo step's loss (local mean): momentum update from ``query_model`` (the unwrapped
-    model), keys of crop 1, queries of crop 0, InfoNCE against the queue, then enqueue the keys."""
+def moco_loss(model, contrast: MomentumContrast, crops: list, query_model: nn.Module) -> tuple:
+    """One MoCo step's (loss (local mean), query embeddings): momentum update from ``query_model`` (the
+    unwrapped model), keys of crop 1, queries of crop 0, InfoNCE against the queue, then enqueue the keys."""
     contrast.update(query_model)
     k = contrast.keys(crops[1])
-    loss = contrast.loss(model(crops[0]), k)
+    q = model(crops[0])
+    loss = contrast.loss(q, k)
     contrast.enqueue(k)
-    return loss
+    return loss, q

@@ -29,7 +29,7 @@ import os
 import numpy as np
 import torch
 
-from pretrain.data import EpochSampler, ImageDataset, list_images, load_rgb
+from pretrain.data import EpochSampler, ImageDataset, list_images, load_rgb, report_unreadable
 
 FORMAT = "facerep-shards"
 VERSION = 1
@@ -182,6 +182,7 @@ class ShardDataset(torch.utils.data.Dataset):
         except OSError:
             img = None
         if img is None:
+            report_unreadable(self.index.key(i))
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -180,33 +180,13 @@ def collapse_value(n_prototypes: int) -> float:
 
 
 def swav_loss(model, crops: list, queue, *, prototypes: torch.Tensor, crops_for_assign=(0, 1),
-              temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3) -> torch.Tensor:
-    """One SwAV step's loss (local mean): forward all crops, Sinkhorn codes of the assigned crops
-    (with the queue when full), swapped prediction. ``prototypes`` is the (unwrapped) prototype
-    weight, K x D, used to score the queue; call model.normalize_prototypes() before."""
+              temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3) -> tuple:
+    """One SwAV step's (loss (local mean), embeddings of crop 0): forward all crops, Sinkhorn codes of the
+    assigned crops (with the queue when full), swapped prediction. ``prototypes`` is the (unwrapped)
+    prototype weight, K x D, used to score the queue; call model.normalize_prototypes() before."""
     emb, scores = model(crops)
     n = crops[0].shape[0]
     emb, scores = emb.split(n), scores.split(n)  # per crop: B x D, B x K
     codes = assignment_codes([scores[i] for i in crops_for_assign], [emb[i] for i in crops_for_assign],
                              prototypes, queue, epsilon=epsilon, n_iters=sinkhorn_iters)
-    return swapped_prediction_loss(list(scores), dict(zip(crops_for_assign, codes)), temperature)
-
-
-class CollapseMonitor:
-    """Warns (once) when the loss stays within ``tol`` of ln K for ``patience`` consecutive steps:
-    uniform codes and predictions, the collapse SwAV users report (anchors §2.17)."""
-
-    def __init__(self, n_prototypes: int, *, tol: float, patience: int):
-        self.ln_k, self.tol, self.patience = collapse_value(n_prototypes), tol, patience
-        self.count, self.warned = 0, False
-
-    def update(self, loss: float):
-        """Feed one step's loss; returns the warning text the first time the condition holds."""
-        self.count = self.count + 1 if abs(loss - self.ln_k) < self.tol else 0
-        if self.warned or self.patience <= 0 or self.count < self.patience:
-            return None
-        self.warned = True
-        return (f"SwAV loss has stayed within {self.tol} of ln K = {self.ln_k:.3f} for {self.count} "
-                f"steps: the codes look collapsed. Remedies: lower swav.epsilon (e.g. 0.03), freeze "
-                f"the prototypes longer (swav.freeze_prototypes_iters), start the queue later or "
-                f"shorten it (swav.queue_start_epoch, swav.queue_length), or lower optim.lr.")
+    return swapped_prediction_loss(list(scores), dict(zip(crops_for_assign, codes)), temperature), emb[0]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from common.files import rgb8
 from common.transforms import affine_from_params, apply_to_points, crop_from_box, random_affine_params, warp_image
 from reconstruction3d import formats
 from reconstruction3d.mesh_model import load_mesh_model, resolve, sample_vertices
@@ -31,7 +32,7 @@ def read_image(path):
     """(3, H, W) uint8 tensor, or None when the file cannot be decoded (skipped and counted)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(rgb8(im))
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)

@@ -19,11 +19,12 @@ from common import distributed
 from common.backbone import Backbone
 from common.checkpoint import load_checkpoint
 from common.config import cli
+from common.files import write_json
 from common.logger import log
 from reconstruction3d.data import load_topology
 from reconstruction3d.decoder import MeshRegressor, SpiralDecoder
 from reconstruction3d.engine import plot_ced
-from reconstruction3d.train import evaluate_all, mesh_hierarchy, write_json
+from reconstruction3d.train import evaluate_all, mesh_hierarchy
 
 
 def load_model(checkpoint, *, arch, channels, hierarchy, mean_shape_baseline=False):

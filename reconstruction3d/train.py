@@ -19,6 +19,7 @@ from common import distributed, finetune
 from common.backbone import build_backbone
 from common.checkpoint import make_state, restore, save_checkpoint
 from common.config import cli
+from common.files import write_json
 from common.logger import log
 from common.optim import cosine_schedule, param_groups, step_schedule
 from common.subsample import load_keys, save_keys, subset_keys
@@ -118,13 +119,6 @@ def evaluate_all(model, names, *, root, topology, bfm, cfg, device, world_size, 
         else:
             raise ValueError(f"unknown test set {name!r}; expected aflw2000 or florence")
     return results
-
-
-def write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def main(cfg):

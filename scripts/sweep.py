@@ -36,11 +36,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from common.config import load_config  # noqa: E402
+from common.files import write_json  # noqa: E402
 from common.logger import log, progress  # noqa: E402
 from common.subsample import save_keys  # noqa: E402
 from sweep_plot import radar  # noqa: E402
 from sweep_tasks import ALIASES, TASKS, carve, data_point_keys  # noqa: E402
-from sweep_val import write_json  # noqa: E402
 
 VAL_SCRIPT = os.path.join(ROOT, "scripts", "sweep_val.py")
 

@@ -16,15 +16,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from common.config import cli  # noqa: E402
+from common.files import write_json  # noqa: E402
 from common.subsample import load_keys  # noqa: E402
 from sweep_tasks import TASKS  # noqa: E402
-
-
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def main(argv=None):

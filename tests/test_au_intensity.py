@@ -295,3 +295,29 @@ def test_table_collector_puts_paper_numbers_beside_ours(tmp_path):
     assert lines[-1] == ("| ours, vggf_ours | 1% | .600 (.789) | -.020 (.756) | .700 (.882) | .400 (.529) | - (.578) "
                          "| .500 (.707) |")
     assert "| 100% | Ours (VGG-F) | - (.598) | - (.342) | - (.719) | - (.610) |" in tables.table7(str(tmp_path))
+
+
+def test_missing_frame_images_are_named(tmp_path, capsys):
+    """Labelled DISFA frames without an image are left out, counted, and the first 10 named."""
+    _disfa_subject(str(tmp_path), "SN001", frames=15)
+    gone = [tmp_path / "Frames_LeftCamera" / "SN001" / f"{t}.jpg" for t in range(2, 14)]   # 12 frames
+    for path in gone:
+        path.unlink()
+    index = index_split("disfa", str(tmp_path), ["SN001"])
+    assert index.counts["missing_image"] == 12 and index.keys == ["SN001/1", "SN001/14", "SN001/15"]
+    out = capsys.readouterr().out
+    assert "disfa: 12 labelled frames have no image file" in out and "(first 10 of 12)" in out
+    assert [str(p) in out for p in gone] == [True] * 10 + [False] * 2
+
+
+@pytest.mark.parametrize("override, message", [("data.fraction=1.5", r"data.fraction=1.5: must be .*\(0, 1\]"),
+                                               ("data.fraction=0", r"data.fraction=0.0: must be .*\(0, 1\]"),
+                                               ("optim.epochs=0", r"optim.epochs=0: epochs must be >= 1")])
+def test_bad_fraction_or_zero_epochs_fail_before_the_run_folder(tmp_path, override, message):
+    from au_intensity.train import main
+    out = tmp_path / "run"
+    cfg = load_config(os.path.join(ROOT, "au_intensity/configs/synthetic.yaml"),
+                      [f"data.root={tmp_path / 'DISFA'}", f"out={out}", override])
+    with pytest.raises(ValueError, match=message):
+        main(cfg)
+    assert not out.exists()                                              # no config.yaml of a run that never ran

@@ -1,4 +1,6 @@
 """Tests for common/backbone.py and common/checkpoint.py (DESIGN.md "Initialisation and checkpoints")."""
+import errno
+import os
 import random
 
 import numpy as np
@@ -264,3 +266,65 @@ def test_cuda_rng_and_cuda_tensors_round_trip(tmp_path):
     assert ckpt.restore(tmp_path / "g.pth", model2)["epoch"] == 2
     assert torch.equal(torch.rand(4, device="cuda"), expected)
     assert torch.equal(model2.weight, model.weight)
+
+
+class _RunsCode:
+    """A pickled payload that would call a function on load."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_random_bytes_are_not_a_checkpoint_and_code_payloads_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = bytes([1]) + rng.integers(0, 256, 4095, dtype=np.uint8).tobytes()   # not 0x80 / "PK" first
+    for name, data in (("noise.pth", noise), ("text.pth", b"hello world\n" * 10), ("empty.pth", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"{name}: not a PyTorch checkpoint") as err:
+            ckpt.load_checkpoint(tmp_path / name)
+        assert "weights_only=False" not in str(err.value)
+    torch.save({"model": _RunsCode()}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match=r"code.pth: .*holds more than plain data"):
+        ckpt.load_checkpoint(tmp_path / "code.pth")
+
+
+def test_save_removes_stale_temporaries_of_that_checkpoint_only(tmp_path):
+    stale = [".last.pth.ab12cd_9.tmp", ".last.pth.zz000000.tmp"]
+    kept = [".best.pth.ab12cd_9.tmp", ".last.pth.short.tmp", "last.pth.ab12cd_9.tmp", "notes.tmp"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"partial")
+    ckpt.save_checkpoint(tmp_path / "last.pth", {"epoch": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["last.pth"])
+    assert ckpt.load_checkpoint(tmp_path / "last.pth") == {"epoch": 3}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64"),
+                                   OSError(errno.ENOSPC, "No space left on device")])
+def test_full_disk_is_reported_with_the_path(tmp_path, monkeypatch, error):
+    def full(obj, f):
+        f.write(b"partial")
+        raise error
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"no space left writing .*run.last\.pth") as err:
+        ckpt.save_checkpoint(tmp_path / "run" / "last.pth", {"epoch": 1})
+    assert err.value.errno == errno.ENOSPC
+    assert list((tmp_path / "run").iterdir()) == []                     # the temporary file is removed
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_export_of_a_plain_torchvision_state_dict_infers_the_arch(arch, tmp_path, capsys):
+    from pretrain.export import main as export_main
+    net = getattr(torchvision.models, arch)()
+    torch.save(net.state_dict(), tmp_path / "backbone_torchvision.pth")   # no "config": arch from the tensors
+    export_main(["--checkpoint", str(tmp_path / "backbone_torchvision.pth"), "--out", str(tmp_path / "out")])
+    ours = ckpt.load_checkpoint(tmp_path / "out" / "backbone.pth")
+    assert ours["arch"] == arch and ckpt.backbone_arch(ckpt.backbone_state_dict(ours)) == arch
+    again = getattr(torchvision.models, arch)()
+    again.fc = nn.Identity()
+    again.load_state_dict(ckpt.load_checkpoint(tmp_path / "out" / "backbone_torchvision.pth"), strict=True)
+    assert torch.equal(again.layer4[-1].conv1.weight, net.layer4[-1].conv1.weight)
+    sd = net.state_dict()
+    sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"][:, :3]
+    torch.save(sd, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match=rf"broken.pth: not a {arch} backbone.*layer1.0.conv1.weight"):
+        export_main(["--checkpoint", str(tmp_path / "broken.pth"), "--out", str(tmp_path / "out")])

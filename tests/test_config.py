@@ -100,3 +100,36 @@ def test_only_true_and_false_are_booleans(cfg_path):
     assert cfg.model.init == "off" and cfg.optim.amp is True
     with pytest.raises(ConfigError, match="expected bool"):
         load_config(cfg_path, ["optim.amp=yes"])
+
+
+def test_attribute_assignment_writes_the_key_or_raises(cfg_path):
+    cfg = load_config(cfg_path)
+    cfg.out = "runs/b"
+    cfg.optim.lr = 0.25
+    cfg.model = {"arch": "resnet18", "init": "scratch"}
+    assert cfg.to_dict()["out"] == "runs/b" and cfg.to_dict()["optim"]["lr"] == 0.25
+    assert isinstance(cfg.model, Config) and cfg.model.arch == "resnet18"   # a section stays a Config
+    with pytest.raises(AttributeError, match="'outt'"):
+        cfg.outt = "c"
+    with pytest.raises(AttributeError, match="'lrr'"):
+        cfg.optim.lrr = 1.0
+    assert "outt" not in cfg and "lrr" not in cfg.optim and cfg.to_dict()["out"] == "runs/b"
+
+
+def test_from_dict_wraps_every_section():
+    cfg = Config.from_dict({"model": {"arch": "resnet18", "head": {"dim": 8}}, "seed": 3, "tags": [1, {"a": 2}]})
+    assert type(cfg.model) is Config and type(cfg.model.head) is Config and cfg.model.head.dim == 8
+    assert cfg.seed == 3 and cfg.to_dict() == {"model": {"arch": "resnet18", "head": {"dim": 8}}, "seed": 3,
+                                               "tags": [1, {"a": 2}]}
+    assert Config.from_dict({}) == {}
+
+
+def test_cli_with_optional_config(cfg_path):
+    cfg, args = cli("t", extra_args=[("--checkpoint", {"required": True})], argv=["--checkpoint", "c.pth"],
+                    config_required=False)
+    assert cfg is None and args.checkpoint == "c.pth"
+    with pytest.raises(SystemExit):                       # overrides without a config to apply them to
+        cli("t", extra_args=[("--checkpoint", {})], argv=["--checkpoint", "c.pth", "optim.lr=1"],
+            config_required=False)
+    cfg, _ = cli("t", argv=["optim.lr=0.5", "--config", cfg_path], config_required=False)
+    assert cfg.optim.lr == 0.5

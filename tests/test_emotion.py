@@ -145,3 +145,21 @@ def test_synthetic_finetune_generalises_arousal_and_valence(tmp_path, small_pres
     assert metrics["arousal"]["ccc"] > 0.5 and metrics["valence"]["ccc"] > 0.1, metrics  # measured 0.74 / 0.43
     again = emo_eval.main(cfg, str(tmp_path / "run" / "last.pth"), out=str(tmp_path / "ev"))  # eval.py reproduces
     assert again["valence"] == metrics["valence"] and again["accuracy"] == metrics["accuracy"]
+
+
+def test_missing_affectnet_images_are_named(tmp_path, capsys):
+    """Images listed in training.csv but absent are named in the log (first 10 + count)."""
+    from PIL import Image
+    from emotion.affectnet import IMAGE_FOLDER, LIST_FOLDER
+    from emotion.data import load_split
+    names = [f"{1 + i % 2}/img{i:02d}.jpg" for i in range(13)]
+    (tmp_path / LIST_FOLDER).mkdir()
+    _csv(tmp_path / LIST_FOLDER / "training.csv", [_row(1, name=n) for n in names])
+    present = tmp_path / IMAGE_FOLDER / names[0]
+    present.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(present)
+    table = load_split(str(tmp_path), "train")
+    assert len(table["paths"]) == 13                                     # still listed: skipped as unreadable
+    out = capsys.readouterr().out
+    assert "training.csv: 12 listed images are missing" in out and "(first 10 of 12)" in out
+    assert [os.path.join(str(tmp_path), IMAGE_FOLDER, n) in out for n in names] == [False] + [True] * 10 + [False] * 2

@@ -280,3 +280,25 @@ def test_table4_collector_puts_ours_beside_the_paper(tmp_path):
                                         "0.500 (0.948)"]
     assert cells[5:] == ["– (0.455)", "– (0.637)", "– (0.786)", "– (0.893)", "– (0.956)"]
     assert "| 100% | Scratch | – (0.389) |" in text
+
+
+def test_eval_takes_overrides_before_and_after_options(tmp_path):
+    """face_recognition.eval parses like every entry point (common.config.cli): overrides anywhere."""
+    from face_recognition import eval as fr_eval
+    cfg, args = fr_eval.parse(["--config", CONFIG, "data.root=D", "--checkpoint", "X.pth", "eval.benchmarks=[ijbb]",
+                               "--batch-size", "4"])
+    assert (cfg.data.root, cfg.eval.benchmarks, args.checkpoint, args.batch_size) == ("D", ["ijbb"], "X.pth", 4)
+    cfg, args = fr_eval.parse(["--checkpoint", "X.pth", "--benchmark", "ijbc"])  # the checkpoint's own config
+    assert cfg is None and args.benchmark == ["ijbc"]
+    with pytest.raises(SystemExit):
+        fr_eval.parse(["--checkpoint", "X.pth", "data.root=D"])           # overrides need --config
+
+
+def test_train_rejects_a_fraction_outside_0_1_before_writing_the_run(tmp_path):
+    from common.config import load_config
+    from face_recognition.train import main
+    for value in ("1.5", "0", "-0.1"):
+        cfg = load_config(CONFIG, [f"data.root={tmp_path}", f"out={tmp_path / 'run'}", f"data.fraction={value}"])
+        with pytest.raises(ValueError, match=rf"data.fraction={float(value)}: must be a fraction in \(0, 1\]"):
+            main(cfg)
+    assert not (tmp_path / "run").exists()

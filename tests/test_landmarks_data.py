@@ -267,3 +267,37 @@ def test_round_trip_on_synthetic_300w(synthetic_root):
     point_err = np.linalg.norm(quarter - samples.points, axis=-1)
     assert (point_err <= 0.25 * np.sqrt(2) * side[:, None] / 64 + 1e-6).all()
     assert scores.per_image_nmes("300w", quarter, samples.points)["nme_io"].mean() < 0.008
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_non_finite_coordinates_raise_naming_file_and_line(root_300w, tmp_path, value):
+    path = root_300w / "afw" / "b.pts"
+    lines = path.read_text().splitlines()
+    lines[7] = f"{value} 12.0"                                     # point 5, on line 8 of the file
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(formats.DatasetFormatError, match=rf"afw/b\.pts:8: non-finite coordinate"):
+        formats.load_split("300w", str(root_300w), "train")       # a training file too: never "invisible"
+    rng = np.random.default_rng(2)
+    ann = tmp_path / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
+    ann.mkdir(parents=True)
+    good = _wflw_line(rng, [0] * 6, "a.jpg")
+    bad = good.split()
+    bad[5] = value                                                 # y of point 3
+    (ann / "list_98pt_rect_attr_test.txt").write_text(good + "\n" + " ".join(bad) + "\n")
+    with pytest.raises(formats.DatasetFormatError, match=r"list_98pt_rect_attr_test\.txt:2: non-finite"):
+        formats.load_split("wflw", str(tmp_path), "test")
+
+
+def test_dataset_check_fails_on_a_nan_in_the_private_set(root_300w, tmp_path):
+    """The private set is skipped only when absent; a NaN in it fails the check (no NaN statistics, exit != 0)."""
+    from landmarks.data import main
+    rng = np.random.default_rng(3)
+    for folder in ("300W/01_Indoor", "300W/02_Outdoor"):
+        _image(str(root_300w / folder / "a.png"))
+        _pts(str(root_300w / folder / "a.pts"), rng.uniform(1, 30, (68, 2)))
+    path = root_300w / "300W" / "02_Outdoor" / "a.pts"
+    lines = path.read_text().splitlines()
+    lines[3] = "nan nan"                                           # the first point, line 4
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match=r"dataset check failed: .*02_Outdoor/a\.pts:4: non-finite"):
+        main(["--check", "--dataset", "300w", "--root", str(root_300w), "--out", str(tmp_path / "check")])

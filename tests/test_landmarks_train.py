@@ -164,3 +164,37 @@ def test_tables_collect_runs_beside_the_paper(tmp_path):
     five = tables.table5(str(tmp_path)).splitlines()
     assert "| AFLW | 100% | 10% | 1% |" in five
     assert "| Ours (VGG-F) | - (1.54) | - (1.70) | 2.00 (1.91) |" in five
+
+
+def test_eval_fails_on_a_nan_coordinate_instead_of_writing_nan_metrics(synthetic_root, tmp_path):
+    """A ``nan`` in a 300W test .pts: landmarks.eval exits non-zero naming file:line; no metrics.json."""
+    import shutil
+    import subprocess
+    import sys
+    from common.backbone import Backbone
+    from common.checkpoint import make_state, save_checkpoint
+    from landmarks.heatmap_head import LandmarkModel
+    root = tmp_path / "300W"
+    shutil.copytree(synthetic_root / "300W", root)
+    pts = sorted((root / "ibug").glob("*.pts"))[0]
+    lines = pts.read_text().splitlines()
+    lines[5] = "nan 10.0"
+    pts.write_text("\n".join(lines) + "\n")
+    model = LandmarkModel(Backbone("resnet18"), 68, 16)
+    save_checkpoint(tmp_path / "run" / "last.pth",
+                    make_state(model, config={"model": {"arch": "resnet18", "head_width": 16}}))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "landmarks.eval", "--config", CONFIG, "--checkpoint",
+                          str(tmp_path / "run" / "last.pth"), "--split", "challenging", f"data.root={root}"],
+                         cwd=repo, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert f"ibug/{pts.name}:6: non-finite coordinate" in run.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_evaluation_refuses_non_finite_nme():
+    from landmarks.engine import _require_finite
+    _require_finite({"nme_io": np.array([0.1, 0.2])}, ["a", "b"], "300w/full")
+    with pytest.raises(ValueError, match=r"300w/full: non-finite NME for 2 images .*: b, c"):
+        _require_finite({"nme_io": np.array([0.1, np.nan, 0.3]), "nme_ip": np.array([0.1, 0.2, np.inf])},
+                        ["a", "b", "c"], "300w/full")

@@ -39,3 +39,25 @@ def test_non_zero_rank_is_silent(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     log("shown")
     assert "shown" in capsys.readouterr().out
+
+
+def test_write_json_is_atomic_sorted_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from common import files
+    path = tmp_path / "run" / "metrics.json"                    # the folder is made
+    files.write_json(path, {"b": 1.5, "a": {"nme_io": 3.25}})
+    assert path.read_text() == '{\n "a": {\n  "nme_io": 3.25\n },\n "b": 1.5\n}\n'
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        files.write_json(path, {"c": 2})
+    assert json.loads(path.read_text()) == {"a": {"nme_io": 3.25}, "b": 1.5}  # the old file is intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]
+
+
+def test_first_paths_names_ten_and_counts_the_rest():
+    from common.files import first_paths
+    assert first_paths(["a", "b"]) == "a, b"
+    named = first_paths([f"img{i}.jpg" for i in range(12)])
+    assert named == ", ".join(f"img{i}.jpg" for i in range(10)) + " (first 10 of 12)"

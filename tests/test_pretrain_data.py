@@ -135,3 +135,48 @@ def test_configs_have_the_same_keys_and_every_key_a_comment(repo_root):
             paper.optim.epochs, paper.optim.warmup_epochs, paper.swav.temperature, paper.swav.epsilon,
             paper.aug.crop_sizes, paper.aug.crop_counts) == (4096, 4.8, 0.045, 1e-6, 200, 10, 0.1, 0.05,
                                                              [224, 96], [2, 6])  # App. A.1
+
+
+def _png_rgb16(path, rgb):
+    """A 16-bit-per-channel RGB PNG written by hand (colour type 2, bit depth 16)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w = rgb.shape[:2]
+    raw = b"".join(b"\x00" + rgb[i].astype(">u2").tobytes() for i in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_images_keep_their_top_8_bits(tmp_path):
+    from pretrain.fast_multicrop import load_image
+    grey = (np.arange(40 * 50).reshape(40, 50) * 31 % 65536).astype(np.uint16)    # 0 .. 65535, mostly > 255
+    Image.fromarray(grey).save(tmp_path / "grey16.png")                             # mode I;16
+    Image.frombytes("I;16B", (50, 40), grey.astype(">u2").tobytes()).save(tmp_path / "grey16b.tif")
+    Image.fromarray(grey.astype(np.int32)).save(tmp_path / "grey32.tif")            # mode I
+    rgb = np.random.default_rng(0).integers(0, 65536, (40, 50, 3)).astype(np.uint16)
+    _png_rgb16(tmp_path / "rgb16.png", rgb)
+    for name in ("grey16.png", "grey16b.tif", "grey32.tif"):
+        out = np.asarray(load_rgb(str(tmp_path / name)))
+        assert out.dtype == np.uint8 and (out == (grey >> 8)[..., None]).all(), name
+    assert (np.asarray(load_rgb(str(tmp_path / "rgb16.png"))) == rgb >> 8).all()
+    img, size = load_image(str(tmp_path / "grey16.png"))                           # the fast pipeline's decoder
+    assert img.dtype == torch.uint8 and size == (40, 50) and (img.numpy() == (grey >> 8)[None]).all()
+    img, _ = load_image(str(tmp_path / "rgb16.png"))
+    assert (img.permute(1, 2, 0).numpy() == rgb >> 8).all()
+
+
+def test_unreadable_images_are_named_in_the_log(tmp_path, capsys, monkeypatch):
+    import itertools
+    import pretrain.data as data
+    monkeypatch.setattr(data, "_UNREADABLE", itertools.count(1))
+    paths = [str(tmp_path / f"bad{i:02d}.jpg") for i in range(12)]
+    for p in paths:
+        open(p, "wb").write(b"not an image")
+    ds = ImageDataset(paths, MultiCropTransform(sizes=[16], counts=[1], scales=[(0.5, 1.0)]))
+    assert all(ds[(i, 0)] is None for i in range(12))
+    out = capsys.readouterr().out
+    assert [p for p in paths if p in out] == paths[:10]                            # the first 10 by name
+    assert "further ones are only counted" in out

@@ -6,8 +6,10 @@
   are what is compared.
 - A SIGKILLed run resumed from last.pth logs the same losses as an uninterrupted run.
 - A run over a folder with corrupt files logs how many it skipped, lowers the loss below ln K,
-  runs the kNN probe (also through pretrain.eval), and exports a backbone that loads strictly
-  into torchvision.
+  runs the probes at step 0, every N steps and at the end (also through pretrain.eval), and exports
+  a backbone that loads strictly into torchvision.
+- A run driven into collapse on purpose stops with exit code 3 and the remedies (or, with
+  collapse.on_collapse=warn, finishes and records it).
 """
 import json
 import math
@@ -27,6 +29,7 @@ from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint
 from common.config import load_config
 from common.logger import read_jsonl
+from pretrain.collapse import CollapseGuard
 from pretrain.train import train_one_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,23 +141,28 @@ def test_swav_learns_on_synthetic_faces_skips_corrupt_files_and_exports(faces, t
     _run([f"data.root={faces['root'] / 'all_x4.txt'}", "data.num_workers=2", "optim.epochs=6",
           "aug.crop_sizes=[32,16]", "aug.crop_counts=[2,0]", "aug.crop_scales=[[0.6,1.0],[0.2,0.4]]",
           "aug.color_strength=0.1", "swav.n_prototypes=8", "checkpoint_every_iters=0",
-          f"knn.root={faces['ids']}", "knn.every_epochs=3", "knn.size=32"], out)
+          f"probe.identity_root={faces['ids']}", "probe.every_iters=20", "probe.size=32", "probe.k=3"], out)
     records = _records(out)
     epochs = [r for r in records if "skipped" in r]
     assert len(epochs) == 6
-    probes = [r for r in epochs if "knn_top1" in r]
-    assert [r["epoch"] for r in probes] == [2, 5]
-    for r in probes:
-        assert (r["knn_images"], r["knn_skipped"], r["knn_classes"]) == (faces["n_id_images"], 0, faces["n_ids"])
-        assert 0.0 <= r["knn_top1"] <= 1.0
-    evaluated = subprocess.run([sys.executable, "-m", "pretrain.eval", "--config", CONFIG, f"knn.root={faces['ids']}",
-                                "knn.size=32", "--checkpoint", os.path.join(out, "last.pth")],
+    probes = [r for r in records if "probe" in r]
+    assert [r["step"] for r in probes] == [0, 20, 36]  # step 0, every 20 steps, the end (6 x 6 steps)
+    assert all(0.0 <= r["probe"]["identity_knn"] <= 1.0 for r in probes)
+    assert probes[0]["probe_floors"] == {"identity_knn": 1 / faces["n_ids"]}
+    with open(os.path.join(out, "metrics.json")) as f:
+        summary = json.load(f)
+    assert summary["collapsed"] is False and summary["probes"]["final"]["step"] == 36
+    assert summary["probes"]["step0"]["identity_knn"] == probes[0]["probe"]["identity_knn"]
+    assert 0 < summary["probe_fraction"] < 1 and os.path.isfile(os.path.join(out, "probes.png"))
+    evaluated = subprocess.run([sys.executable, "-m", "pretrain.eval", "--config", CONFIG,
+                                f"probe.identity_root={faces['ids']}", "probe.size=32", "probe.k=3",
+                                "--checkpoint", os.path.join(out, "last.pth")],
                                cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
     with open(os.path.join(out, "metrics.json")) as f:
         assert json.load(f) == metrics
-    assert metrics["knn_top1"] == probes[-1]["knn_top1"]  # same backbone, same probe
+    assert metrics["identity_knn"] == probes[-1]["probe"]["identity_knn"]  # same backbone, same probe
     n_bad = 4 * faces["n_unreadable"]  # each unreadable file is listed 4 times
     assert all(r["skipped"] == n_bad and r["images"] == 4 * faces["n"] - n_bad for r in epochs)
     ln_k = math.log(8)
@@ -199,19 +207,44 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
     batches = [([torch.zeros(2, 3, 4, 4)], 0)] * 3
     calls = []
 
-    def loss_fn(crops):
+    def loss_fn(crops, epoch):
         calls.append(1)
-        return model.w.sum() * (float("nan") if len(calls) == 2 else 1.0)
+        return model.w.sum() * (float("nan") if len(calls) == 2 else 1.0), torch.eye(2)
 
     with pytest.raises(FloatingPointError, match=r"step 6 \(epoch 1, iteration 1\)"):
         train_one_epoch(cfg, model=model, loss_fn=loss_fn, loader=batches,
                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                         scaler=torch.amp.GradScaler("cpu", enabled=False), lrs=np.full(20, 0.1), epoch=1,
-                        start_iter=0, iters_per_epoch=5, device=torch.device("cpu"), amp_dtype=None,
-                        writer=_NullWriter(), save=lambda step: None, monitor=None)
+                        start_iter=0, iters_per_epoch=5, device=torch.device("cpu"),
+                        memory_format=torch.contiguous_format, amp_dtype=None, writer=_NullWriter(),
+                        save=lambda step: None, guard=CollapseGuard("swav", 1.0, tol=0.0, min_spread=0.0, patience=0),
+                        after_step=lambda step: None)
     assert len(calls) == 2
 
 
 class _NullWriter:
     def write(self, record):
         pass
+
+
+@pytest.mark.parametrize("policy", ["stop", "warn"])
+def test_a_run_driven_into_collapse_stops_with_the_remedies(faces, tmp_path, policy):
+    """Sinkhorn at epsilon 1 gives near-uniform codes: the swapped prediction pulls every prediction to
+    uniform, the loss onto ln K, within a few steps."""
+    out = str(tmp_path / "collapse")
+    args = SMALL + [f"data.root={faces['root'] / 'readable32.txt'}", "swav.epsilon=1.0", "swav.n_prototypes=8",
+                    "optim.epochs=4", "collapse.tol=0.05", "collapse.patience_iters=4",
+                    f"collapse.on_collapse={policy}"]
+    res = subprocess.run(_cmd(args, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert json.load(f)["collapsed"] is True
+    records = _records(out)
+    said = [r for r in records if "collapse" in r]
+    assert len(said) == 1 and "swav.epsilon" in said[0]["collapse"]
+    if policy == "stop":
+        assert res.returncode == 3, res.stderr[-3000:]
+        assert "swav collapsed" in res.stderr + res.stdout
+        assert max(_step_losses(records)) == said[0]["step"] < 15  # nothing trained after it
+    else:
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert max(_step_losses(records)) == 15  # 4 epochs x 4 steps

@@ -14,12 +14,12 @@ at least --min-score (default 0.9).
 """
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from common.files import write_json
 from common.logger import JsonlWriter, log, progress, read_jsonl
 from pretrain.curate.manifest import load_manifest
 from pretrain.curate.detector import DETECTORS, build_detector
@@ -90,9 +90,7 @@ def crop_folder(images_dir, out_dir, detector, *, min_face=40.0, min_score=0.9, 
     summary = summarise(read_jsonl(manifest), out_dir)
     summary.update(detector=detector_name, min_face=min_face, min_score=min_score, out_size=out_size,
                    face_size=face_size)
-    tmp = out_dir / f".summary.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    os.replace(tmp, out_dir / "summary.json")
+    write_json(out_dir / "summary.json", summary)
     log(f"crop: {summary['faces']} faces from {summary['images']} images; "
         f"{summary['unreadable']} unreadable images skipped")
     return summary
@@ -105,7 +103,7 @@ def summarise(records, out_dir, bin_px=20):
     top = max(bin_px, float(np.ceil(sizes.max() / bin_px) * bin_px)) if len(sizes) else bin_px
     counts, edges = np.histogram(sizes, bins=np.arange(0.0, top + bin_px, bin_px))
     hist = {"bin_edges": edges.tolist(), "counts": counts.tolist(), "n": int(len(sizes))}
-    (out_dir / "face_sizes.json").write_text(json.dumps(hist))
+    write_json(out_dir / "face_sizes.json", hist)
     plot_histogram(edges, counts, out_dir / "face_sizes.png")
     return {"images": len(records), "unreadable": len(records) - len(ok), "faces": int(len(sizes)),
             "images_with_faces": sum(1 for r in ok if r["faces"]),

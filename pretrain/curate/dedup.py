@@ -31,6 +31,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from common.files import write_json
 from common.logger import log, progress
 from pretrain.curate.image_io import list_images
 
@@ -200,7 +201,7 @@ def main(argv=None):
         report["kept_sha256"] = save_keys(out / "kept.txt", [paths[i] for i in kept])
         with open(out / "removed.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in removed)
-    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    write_json(out / "report.json", report)
     log(f"dedup: {report['n']} readable ({report['unreadable']} unreadable); redundancy {report['redundancy']}; "
         f"removed {report['exact_duplicates']} exact + {report['near_duplicates']} near duplicates")
     print(json.dumps(report, sort_keys=True))

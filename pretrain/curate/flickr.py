@@ -29,6 +29,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common.files import write_json
 from common.logger import JsonlWriter, log, progress
 from pretrain.curate.fetch import Fetcher, FetchError, RateLimiter
 from pretrain.curate.manifest import load_manifest
@@ -250,9 +251,7 @@ def main(argv=None):
     except (FlickrError, FetchError) as err:
         raise SystemExit(f"flickr: {api.redact(err)}") from None
     counts["licenses"] = {i: LICENSES.get(i) for i in licenses}
-    tmp = Path(args.out) / f".summary.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(counts, indent=1, sort_keys=True))
-    os.replace(tmp, Path(args.out) / "summary.json")
+    write_json(Path(args.out) / "summary.json", counts)
     print(json.dumps(counts, sort_keys=True))
 
 

@@ -31,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+from common.files import write_json
 from common.logger import log, progress
 from pretrain.data import list_images
 from pretrain.shards import FORMAT, INDEX_JSON, INDEX_NPZ, VERSION
@@ -177,10 +178,7 @@ def write_shards(paths: list, out_dir: str, *, shard_size: int, labels=None, see
     meta = {"format": FORMAT, "version": VERSION, "n_samples": len(keys), "shards": shards,
             "labels": labels is not None, "seed": seed, "shard_size": shard_size, "source": source,
             "key_root": common, "missing": len(missing), "missing_first": missing[:20]}
-    tmp = os.path.join(out_dir, f".{INDEX_JSON}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, INDEX_JSON))
+    write_json(os.path.join(out_dir, INDEX_JSON), meta)
     return meta
 
 

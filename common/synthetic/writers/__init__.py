@@ -8,7 +8,8 @@ jobs, records, seed) -> dict`` (writes the annotation / split files; the dict go
 import functools
 from collections import namedtuple
 
-from common.synthetic.writers import affectnet, au, face3d, landmarks2d, landmarks2d_mat, recognition, unlabelled
+from common.synthetic.writers import (affectnet, au, face3d, landmarks2d, landmarks2d_mat, probe, recognition,
+                                      unlabelled)
 
 Writer = namedtuple("Writer", "folder plan make finish")
 
@@ -38,4 +39,5 @@ WRITERS = {
     "florence": Writer(face3d.FOLDER_FLORENCE, face3d.plan_florence, face3d.make_florence, face3d.finish_florence),
     "unlabelled": Writer(unlabelled.FOLDER, unlabelled.plan_unlabelled, unlabelled.make_unlabelled,
                          unlabelled.finish_unlabelled),
+    "probe": Writer(probe.FOLDER, probe.plan_probe, probe.make_probe, probe.finish_probe),
 }

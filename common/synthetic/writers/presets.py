@@ -32,6 +32,7 @@ PRESETS = {
         "aflw2000_3d": {"images": 6, "canvas": 128},
         "florence": {"subjects": 2, "yaws": (-40, 0, 40), "pitches": (0,)},
         "unlabelled": {"images": 24, "corrupt": True},
+        "probe": {"identities": 4, "per_id": 3},
     },
     "small": {
         "render_size": 64, "workers": 2,
@@ -50,9 +51,10 @@ PRESETS = {
         "aflw2000_3d": {"images": 60, "canvas": 86},
         "florence": {"subjects": 2, "yaws": (-40, 0, 40), "pitches": (0,)},
         "unlabelled": {"images": 24, "corrupt": True},
+        "probe": {"identities": 60, "per_id": 8},
     },
     "demo": {
-        "render_size": 256, "workers": 8,
+        "render_size": 64, "workers": 8,
         "300w": {"afw": 40, "helen_trainset": 60, "lfpw_trainset": 40, "helen_testset": 30, "lfpw_testset": 20,
                  "ibug": 20, "indoor": 15, "outdoor": 15, "canvas": (340, 420)},
         "wflw": {"train": 150, "test": 60, "canvas": (320, 380)},
@@ -67,6 +69,7 @@ PRESETS = {
         "300w_lp": {"sources": 20, "views": 4, "canvas": 300},
         "aflw2000_3d": {"images": 60, "canvas": 300},
         "florence": {"subjects": 4, "yaws": (-80, -60, -40, -20, 0, 20, 40, 60, 80), "pitches": (-15, 20, 25)},
-        "unlabelled": {"images": 3000, "corrupt": False},
+        "unlabelled": {"images": 8000, "corrupt": False},
+        "probe": {"identities": 100, "per_id": 10},
     },
 }
