@@ -9,8 +9,10 @@ landmark box (FAN line). AUC / FR follow FaRL's recipe (``common.metrics.auc_fr`
 Units: every ``nme_*`` and ``fr@*`` value is in %, every ``auc@*`` value in [0, 1].
 """
 import numpy as np
+import torch
 
 from common.metrics import auc_fr, nme
+from common.transforms import apply_to_points, crop_from_box, invert
 
 PRIMARY = {"300w": "nme_io", "wflw": "nme_io", "cofw68": "nme_io", "aflw19": "nme_diag"}
 THRESHOLDS = (0.08, 0.1)
@@ -49,3 +51,13 @@ def summarize(dataset, nmes):
     out["primary"] = PRIMARY[dataset]
     out["n"] = int(len(primary))
     return out
+
+
+def mean_shape_nme(dataset, train, test, *, input_size, box_scale=1.25):
+    """Mean NME (%) of the trivial floor: the training faces' mean shape in the crop frame, placed in each
+    test face's box (what a network that ignores the pixels can reach)."""
+    crops = crop_from_box(torch.from_numpy(train.boxes), input_size, box_scale)
+    mean = apply_to_points(crops, torch.from_numpy(train.points)).mean(0)
+    back = invert(crop_from_box(torch.from_numpy(test.boxes), input_size, box_scale))
+    pred = apply_to_points(back, mean.expand(len(test), -1, -1)).numpy()
+    return float(100 * per_image_nmes(dataset, pred, test.points)[PRIMARY[dataset]].mean())

@@ -25,6 +25,7 @@ held-out VGGFace2 identities) to the k-NN probe at scale.
 """
 import csv
 import os
+import random
 import time
 
 import numpy as np
@@ -32,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
-from pretrain.data import MEAN, STD, load_rgb
+from pretrain.data import MEAN, STD, MultiCropTransform, load_rgb
 from pretrain.knn import identity_folders, knn_accuracy
 
-LOWER_IS_BETTER = {"landmarks_nme": True, "au_icc": False, "pose_mae": True, "expression_acc": False,
-                   "identity_knn": False}
+LOWER_IS_BETTER = {"identity_knn": False, "landmarks_nme": True, "au_icc": False, "pose_mae": True,
+                   "expression_acc": False}
 _OUTER_EYE_CORNERS = (36, 45)
 _ALPHAS = 10.0 ** np.arange(-3.0, 3.5, 0.5)  # x the mean kernel diagonal
 
@@ -114,6 +115,32 @@ def spatial_features(backbone, images, *, grid: int, batch_size: int, device) ->
         pooled.append(maps[-1].float().mean(dim=(2, 3)).cpu())
         spatial.append(torch.cat([F.adaptive_avg_pool2d(m.float(), grid).flatten(1) for m in maps], 1).cpu())
     return torch.cat(pooled).double().numpy(), torch.cat(spatial).double().numpy()
+
+
+def augmented_views(images, *, size, scale, color_strength, seed=0) -> tuple:
+    """Two views of each uint8 image (crop at ``scale``, flip, colour at ``color_strength``, grey, blur),
+    normalised; drawn with ``seed`` inside a forked RNG, so the training's random streams are untouched."""
+    views = MultiCropTransform(sizes=[size], counts=[2], scales=[scale], color_strength=color_strength)
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        pairs = [views(TF.to_pil_image(img)) for img in images]
+    random.setstate(state)
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+@torch.no_grad()
+def cluster_agreement(model, views, *, epsilon: float = 0.05, sinkhorn_iters: int = 3) -> float:
+    """SwAV's own task on held-out faces: the fraction of images whose two views get the same prototype
+    in the equipartitioned (Sinkhorn) assignment over the set. A random init scores about 1 / K plus what
+    colour alone gives; a broken Sinkhorn, loss or augmentation stays near it (tests/test_pretrain_learns.py)."""
+    from pretrain.swav import sinkhorn
+    was_training = model.training
+    model.eval()
+    codes = [sinkhorn(model([v])[1], epsilon=epsilon, n_iters=sinkhorn_iters).argmax(1) for v in views]
+    model.train(was_training)
+    return float((codes[0] == codes[1]).float().mean())
 
 
 def identity_splits(identity, seed=0, fractions=(0.6, 0.2)):

@@ -2,22 +2,28 @@
 
     python scripts/demo.py [--out runs/demo] [--jobs 2] [--dry-run]
 
-1. data: ``common.synthetic --preset demo`` (300W, DISFA, 300W-LP, AFLW2000-3D, 3,000 unlabelled faces);
-2. SwAV pre-training of a ResNet-18 on the unlabelled faces (pretrain/configs/synthetic.yaml);
+1. data: ``common.synthetic --preset demo --seed 1`` at 64 px (8,000 unlabelled faces, a 1,000-face probe set,
+   1,500 300W, 1,500 DISFA and 1,520 300W-LP training faces, so that 2 % is >= 30 faces);
+2. SwAV pre-training of a ResNet-18 on the unlabelled faces (pretrain/configs/demo.yaml, the CPU regime that
+   learns), with its representation probes against the random init (probes.png);
 3. fine-tuning of landmarks (300W), AU intensity (DISFA) and 3D reconstruction (300W-LP -> AFLW2000-3D)
    on 100 / 10 / 2 % of the training data from scratch and from the SwAV backbone; 3 seeds at 2 % (the
    seed draws both the subset and the training order, the same for both inits); ``--jobs`` runs at once;
-4. the table (mean ± std over the seeds) and whether "pre-training helps most at low data" (§3.4, §6)
-   holds on this data: the gain of SwAV over scratch at 2 % against the gain at 100 %.
+4. the table (mean ± std over the seeds) beside each task's trivial floor (the training mean shape for
+   landmarks and 3D, a constant predictor, ICC 0, for AU), the figure of the gain of SwAV over scratch
+   against the data fraction (gain.png), and whether "pre-training helps most at low data" (§3.4, §6)
+   holds on this data: the gain at 2 % against the gain at 100 %, as measured.
 
 Every stage skips what is finished (data manifest, backbone.pth, a run's metrics.json) and interrupted
 runs resume from their last.pth, so rerunning continues. Outputs in OUT: data/, swav/, ft/<run>/,
-table.md, demo.json, timings.json. Epochs were sized from measured CPU costs (scripts/README.md).
+table.md, demo.json, gain.png, probes.png, timings.json. Epochs and learning rates are fixed in advance
+from the measured CPU cost of a step (about 200 steps at 100 %), never from test numbers.
 """
 import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -29,33 +35,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from common.files import write_json, write_text_atomic  # noqa: E402
 from common.logger import progress  # noqa: E402
 
+DATA_SEED = 1            # a synthetic seed no test uses
 FRACTIONS = ("1.0", "0.1", "0.02")
 SEEDS = {"1.0": (0,), "0.1": (0,), "0.02": (0, 1, 2)}
 INITS = ("scratch", "swav")
-SWAV_EPOCHS = 4          # 94 steps of 32 faces per epoch
-# pretrain/configs/synthetic.yaml collapses on the demo set (K = 16 prototypes = out_dim, LARS lr 4.8, batch 16:
-# the loss sits at ln K from step ~20, and with K = 64 + a queue too). These settings (a larger batch, more
-# prototypes, SwAV bs256's lr 0.6) keep the loss falling through the first epoch, but the full 4-epoch run still
-# ends at the collapse value (4.856 against ln K = 4.852, scripts/README.md); swav_health() reports it.
-SWAV_ARGS = ["data.batch_size=32", "swav.n_prototypes=128", "optim.lr=0.6", "swav.freeze_prototypes_iters=50"]
-# Task -> how to train it and what to report. Epochs per fraction keep each run near 100-150 steps of
-# batch 8 (fewer images -> more epochs, as the paper's 60-480 schedules do), within the CPU budget.
+PRETRAIN_CONFIG = "pretrain/configs/demo.yaml"
+# Epochs per fraction: ~190 steps of batch 16 at 100 %, ~95 at 10 %, ~75 at 2 % (fewer images -> more
+# epochs, as the paper's 60-480 schedules do); fixed in advance from the CPU cost of a step.
+EPOCHS = {"1.0": 2, "0.1": 10, "0.02": 40}
 TASKS = {
     "landmarks": dict(module="landmarks.train", config="landmarks/configs/synthetic.yaml", root="300W",
-                      extra=["data.val_split=", "data.test_splits=[full]", "optim.batch_size=8"],
-                      epochs={"1.0": 6, "0.1": 40, "0.02": 60}, metric=("splits", "full", "nme_io"), lower=True,
-                      label="300W NME (%), lower is better"),
+                      extra=["data.val_split=", "data.test_splits=[full]", "optim.batch_size=16"],
+                      metric=("splits", "full", "nme_io"), lower=True, label="300W NME (%), lower is better",
+                      floor="training mean shape"),
     "au_intensity": dict(module="au_intensity.train", config="au_intensity/configs/synthetic.yaml", root="DISFA",
-                         extra=["optim.batch_size=8"], epochs={"1.0": 6, "0.1": 40, "0.02": 60},
-                         metric=("icc_mean",), lower=False, label="DISFA ICC, higher is better"),
+                         extra=["optim.batch_size=16"], metric=("icc_mean",), lower=False,
+                         label="DISFA ICC, higher is better", floor="constant predictor"),
     "reconstruction3d": dict(module="reconstruction3d.train", config="reconstruction3d/configs/synthetic.yaml",
-                             root="", extra=["data.test_sets=[aflw2000]", "optim.batch_size=8"],
-                             epochs={"1.0": 2, "0.1": 12, "0.02": 40}, metric=("aflw2000", "nme68", "mean"),
-                             lower=True, label="AFLW2000-3D NME (%), lower is better"),
+                             root="", extra=["data.test_sets=[aflw2000]", "optim.batch_size=16"],
+                             metric=("aflw2000", "nme68", "mean"), lower=True,
+                             label="AFLW2000-3D NME (%), lower is better", floor="training mean shape"),
 }
-DATASETS = ["300w", "disfa", "300w_lp", "aflw2000_3d", "unlabelled"]
+DATASETS = ["300w", "disfa", "300w_lp", "aflw2000_3d", "unlabelled", "probe"]
 
 
 def cpu_seconds():
@@ -79,7 +83,7 @@ def jobs(out):
                     name = run_name(task, fraction, init, seed)
                     cmd = [sys.executable, "-m", spec["module"], "--config", spec["config"],
                            f"data.root={os.path.join(out, 'data', spec['root'])}", *spec["extra"],
-                           f"data.fraction={fraction}", f"optim.epochs={spec['epochs'][fraction]}", f"seed={seed}",
+                           f"data.fraction={fraction}", f"optim.epochs={EPOCHS[fraction]}", f"seed={seed}",
                            f"data.subset_seed={seed}", f"model.init={'scratch' if init == 'scratch' else backbone}",
                            f"out={os.path.join(out, 'ft', name)}"]
                     todo.append((name, cmd))
@@ -109,19 +113,21 @@ def make_data(out, env):
     if os.path.isfile(manifest) and json.load(open(manifest)).get("complete"):
         print(f"done: {data}")
         return
-    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "demo", "--seed", "0",
+    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "demo", "--seed", str(DATA_SEED),
                     "--only", *DATASETS, "--workers", str(env["DEMO_JOBS"])], cwd=ROOT, env=env, check=True)
 
 
 def pretrain(out, env):
+    """SwAV with its probes; a collapse is reported (collapse.on_collapse=warn), not fatal, so the table shows it."""
     swav = os.path.join(out, "swav")
     if os.path.isfile(os.path.join(swav, "backbone.pth")):
         print(f"done: {swav}")
         return
-    subprocess.run([sys.executable, "-m", "pretrain.train", "--config", "pretrain/configs/synthetic.yaml",
-                    f"data.root={os.path.join(out, 'data', 'unlabelled')}", f"optim.epochs={SWAV_EPOCHS}",
-                    *SWAV_ARGS, "checkpoint_every_iters=50", f"out={swav}"],
+    subprocess.run([sys.executable, "-m", "pretrain.train", "--config", PRETRAIN_CONFIG,
+                    f"data.root={os.path.join(out, 'data', 'unlabelled', 'images')}",
+                    f"probe.root={os.path.join(out, 'data', 'probe')}", "collapse.on_collapse=warn", f"out={swav}"],
                    cwd=ROOT, env=dict(env, OMP_NUM_THREADS=env.get("DEMO_THREADS", env["DEMO_JOBS"])), check=True)
+    shutil.copyfile(os.path.join(swav, "probes.png"), os.path.join(out, "probes.png"))
 
 
 def finetune(out, env, n_jobs):
@@ -148,12 +154,33 @@ def metric(out, task, name):
     return float(value)
 
 
-def report(out):
-    """The markdown table and per-task claim check; also returns the numbers."""
-    lines = ["| Task (metric) | Data | Scratch | SwAV | Gain of SwAV |", "|---|---|---|---|---|"]
+def floors(out, env):
+    """Each task's trivial floor on its test split: {task: value}, cached in OUT/floors.json."""
+    path = os.path.join(out, "floors.json")
+    if os.path.isfile(path):
+        return json.load(open(path))
+    from landmarks import formats, scores
+    root = os.path.join(out, "data", "300W")
+    values = {"landmarks": scores.mean_shape_nme("300w", formats.load_split("300w", root, "train"),
+                                                 formats.load_split("300w", root, "full"), input_size=64),
+              "au_intensity": 0.0}                                        # ICC of a constant predictor
+    run = os.path.join(out, "ft", run_name("reconstruction3d", "1.0", "scratch", 0))
+    subprocess.run([sys.executable, "-m", "reconstruction3d.eval", "--config", TASKS["reconstruction3d"]["config"],
+                    f"data.root={os.path.join(out, 'data')}", "--checkpoint", os.path.join(run, "last.pth"),
+                    "--mean-shape-baseline"], cwd=ROOT, env=env, check=True, capture_output=True)
+    values["reconstruction3d"] = json.load(open(os.path.join(run, "metrics.json")))["aflw2000_mean_shape"]["nme68"][
+        "mean"]
+    write_json(path, values)
+    return values
+
+
+def report(out, floor=None):
+    """The markdown table, the per-task claim check and the numbers (``floor``: {task: trivial floor})."""
+    floor = floor or {}
+    lines = ["| Task (metric) | Data | Scratch | SwAV | Gain of SwAV | Trivial floor |", "|---|---|---|---|---|---|"]
     summary, verdicts = {}, []
     for task, spec in TASKS.items():
-        summary[task], sign = {}, (-1.0 if spec["lower"] else 1.0)
+        summary[task], sign = {"floor": floor.get(task), "floor_is": spec["floor"]}, (-1.0 if spec["lower"] else 1.0)
         for fraction in FRACTIONS:
             vals = {i: np.array([metric(out, task, run_name(task, fraction, i, s)) for s in SEEDS[fraction]],
                                 dtype=float) for i in INITS}
@@ -161,8 +188,11 @@ def report(out):
             summary[task][fraction] = {i: v.tolist() for i, v in vals.items()} | {"gain": gain.tolist()}
             cells = [fmt(vals[i]) for i in INITS] + [fmt(gain)]
             label = f"{float(fraction):.0%}" + (f" ({len(SEEDS[fraction])} seeds)" if len(SEEDS[fraction]) > 1 else "")
-            lines.append(f"| {task} ({spec['label']}) | {label} | " + " | ".join(cells) + " |")
+            floor_cell = "–" if floor.get(task) is None else f"{floor[task]:.3f} ({spec['floor']})"
+            lines.append(f"| {task} ({spec['label']}) | {label} | " + " | ".join(cells) + f" | {floor_cell} |")
         verdicts.append(verdict(task, summary[task]))
+        if floor.get(task) is not None:
+            verdicts.append(floor_check(task, summary[task], floor[task]))
     return "\n".join(lines), verdicts, summary
 
 
@@ -184,17 +214,60 @@ def verdict(task, numbers):
             + ("" if not holds else " (beyond the seed spread)" if clear else " (within the seed spread)"))
 
 
-def swav_health(out):
-    """One line on the pre-training: its last epoch loss against ln K, the loss of collapsed codes."""
-    path = os.path.join(out, "swav", "log.jsonl")
+def floor_check(task, numbers, floor):
+    """Whether both 100 % runs beat the task's trivial floor."""
+    lower = TASKS[task]["lower"]
+    runs = {i: numbers["1.0"][i][0] for i in INITS}
+    beats = {i: (v < floor if lower else v > floor) for i, v in runs.items()}
+    said = ", ".join(f"{i} {v:.3f} {'beats' if beats[i] else 'does NOT beat'}" for i, v in runs.items())
+    return f"{task} at 100 %: {said} the {TASKS[task]['floor']} ({floor:.3f})"
+
+
+def pretraining_summary(out):
+    """The SwAV run's metrics.json: collapsed or not, and each probe at step 0 (random init) and at the end."""
+    path = os.path.join(out, "swav", "metrics.json")
     if not os.path.isfile(path):
-        return "SwAV: no log"
-    epochs = [r for r in map(json.loads, open(path)) if "epoch" in r and "images" in r]
-    k = int([a for a in SWAV_ARGS if a.startswith("swav.n_prototypes=")][0].split("=")[1])
-    loss, ln_k = epochs[-1]["loss"], float(np.log(k))
-    state = ("collapsed (uniform predictions over the prototypes: the backbone carries little information)"
-             if abs(loss - ln_k) < 0.02 else "not collapsed")
-    return f"SwAV: last epoch loss {loss:.3f} vs ln K = {ln_k:.3f} -> {state}"
+        return {}
+    metrics = json.load(open(path))
+    probes = metrics.get("probes", {})
+    return {"collapsed": metrics["collapsed"], "step0": probes.get("step0"), "final": probes.get("final"),
+            "floors": probes.get("floors"), "probe_fraction": metrics.get("probe_fraction")}
+
+
+def swav_health(pretraining):
+    """One line per probe on the pre-training: random init (step 0) -> end, and whether it improved."""
+    if not pretraining:
+        return ["SwAV: no metrics.json"]
+    from pretrain.probes import LOWER_IS_BETTER
+    lines = [f"SwAV pre-training: {'COLLAPSED' if pretraining['collapsed'] else 'not collapsed'}"]
+    for name, lower in LOWER_IS_BETTER.items():
+        if name in (pretraining["final"] or {}):
+            a, b = pretraining["step0"][name], pretraining["final"][name]
+            better = b < a if lower else b > a
+            lines.append(f"probe {name}: random init {a:.4g} -> SwAV {b:.4g} "
+                         f"({'better' if better else 'NOT better'}; floor {pretraining['floors'][name]:.4g})")
+    return lines
+
+
+def plot_gain(summary, path):
+    """gain.png: the gain of SwAV over scratch against the data fraction, one panel per task (error bars:
+    std over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.2))
+    for ax, (task, spec) in zip(axes, TASKS.items()):
+        x = [100 * float(f) for f in FRACTIONS]
+        gains = [np.array(summary[task][f]["gain"], dtype=float) for f in FRACTIONS]
+        ax.errorbar(x, [g.mean() for g in gains], yerr=[g.std(ddof=1) if len(g) > 1 else 0 for g in gains],
+                    marker="o", capsize=4)
+        ax.axhline(0, color="grey", ls="--")
+        ax.set(xscale="log", xlabel="labelled data (%)", title=f"{task}", ylabel="gain of SwAV over scratch")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.text(0.02, 0.02, "> 0: SwAV better", transform=ax.transAxes, fontsize=7, color="grey")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -214,15 +287,18 @@ def main(argv=None):
     stage(timings, "1/4 synthetic data", lambda: make_data(out, env))
     stage(timings, "2/4 SwAV pre-training", lambda: pretrain(out, env))
     stage(timings, "3/4 fine-tuning", lambda: finetune(out, env, args.jobs))
-    table, verdicts, summary = report(out)
+    table, verdicts, summary = report(out, floors(out, env))
+    pretraining = pretraining_summary(out)
     timings["total_wall_s"] = round(time.time() - t0, 1)
+    plot_gain(summary, os.path.join(out, "gain.png"))
     text = ("# make demo: synthetic benchmark, ResNet-18, scratch vs SwAV\n\n" + table + "\n\n"
-            + "\n".join(f"- {v}" for v in [swav_health(out), *verdicts]) + "\n")
-    for name, obj in (("table.md", text), ("demo.json", summary), ("timings.json", timings)):
-        with open(os.path.join(out, name + ".tmp"), "w") as f:
-            f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=1))
-        os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+            + "\n".join(f"- {v}" for v in [*swav_health(pretraining), *verdicts]) + "\n")
+    write_text_atomic(os.path.join(out, "table.md"), text)
+    write_json(os.path.join(out, "demo.json"), {"pretraining": pretraining, "finetune": summary, "verdicts": verdicts,
+                                                "total_wall_s": timings["total_wall_s"]})
+    write_json(os.path.join(out, "timings.json"), timings)
     print("\n== 4/4 results (cells: mean ± std over seeds; gain > 0 means SwAV is better)\n\n" + text)
+    print(f"figures: {out}/gain.png, {out}/probes.png")
     print(f"total {timings['total_wall_s'] / 60:.1f} min wall; stages in {out}/timings.json")
     return summary
 

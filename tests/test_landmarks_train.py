@@ -9,7 +9,6 @@ import torch
 import torchvision
 
 from common.config import load_config
-from common.transforms import apply_to_points, crop_from_box, invert
 from landmarks import eval as landmarks_eval
 from landmarks import formats, scores, tables
 from landmarks import train as landmarks_train
@@ -45,15 +44,6 @@ def test_step_schedule_uses_fractions_of_the_run():
     np.testing.assert_allclose(values, [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def _mean_shape_nme(train, test, input_size):
-    """NME of predicting the training set's mean shape (in the crop frame) for every test face."""
-    crops = crop_from_box(torch.from_numpy(train.boxes), input_size, 1.25)
-    mean = apply_to_points(crops, torch.from_numpy(train.points)).mean(0)
-    back = invert(crop_from_box(torch.from_numpy(test.boxes), input_size, 1.25))
-    pred = apply_to_points(back, mean.expand(len(test), -1, -1)).numpy()
-    return 100 * scores.per_image_nmes("300w", pred, test.points)["nme_io"].mean()
-
-
 @pytest.fixture(scope="module")
 def trained(small_preset, tmp_path_factory):
     """15 epochs from scratch on the small preset's 300W copy (240 training faces, 55 held-out ``full``
@@ -72,8 +62,8 @@ def test_held_out_nme_is_far_below_the_mean_shape(trained):
     11.5 % against 20.5 % for the training mean shape placed in each test box (train split: 8.9 %
     against 16.5 %)."""
     cfg, results, root, out = trained
-    baseline = _mean_shape_nme(formats.load_split("300w", root, "train"), formats.load_split("300w", root, "full"),
-                               cfg.data.input_size)
+    baseline = scores.mean_shape_nme("300w", formats.load_split("300w", root, "train"),
+                                     formats.load_split("300w", root, "full"), input_size=cfg.data.input_size)
     assert results["splits"]["full"]["n"] == 55 and results["splits"]["train"]["n"] == 240
     assert results["splits"]["full"]["nme_io"] < 0.6 * baseline, (results["splits"]["full"], baseline)
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
