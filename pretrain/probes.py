@@ -55,7 +55,7 @@ def _load_images(paths, size, where):
         img = TF.center_crop(TF.resize(img, [h, w]), [size, size])
         images.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
         kept.append(i)
-        frames.append((scale, (w - size) // 2, (h - size) // 2))
+        frames.append((scale, int(round((w - size) / 2.0)), int(round((h - size) / 2.0))))  # as center_crop
     if not images:
         raise ValueError(f"{where}: no readable probe image")
     return torch.stack(images), np.asarray(kept), np.asarray(frames, dtype=np.float64)
@@ -210,8 +210,8 @@ def ridge_probe(name, x, y, splits, n_classes=8) -> tuple:
 
 
 class Probes:
-    """Runs every probe on a backbone: ``run(backbone, step)`` returns {probe: score}; ``floors`` holds
-    each probe's floor. Images are decoded once, at construction."""
+    """Runs every probe on a backbone: ``run(backbone, device)`` returns {probe: score}; ``floors`` holds
+    each probe's floor. Images are decoded once, at construction (a probe set of a few thousand faces)."""
 
     def __init__(self, *, root=None, identity_root=None, size=64, grid=2, k=10, batch_size=128, seed=0):
         if not root and not identity_root:

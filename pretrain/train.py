@@ -295,8 +295,8 @@ def main(cfg):
                                                      queue_size=cfg.moco.queue_size),
                           tol=cfg.collapse.tol, min_spread=cfg.collapse.min_spread,
                           patience=cfg.collapse.patience_iters, on_collapse=cfg.collapse.on_collapse)
-    probes(model, start)
     t_start = time.time()
+    probes(model, start)
 
     # --- training ---
     try:

@@ -26,13 +26,6 @@ def write_text(path, lines):
     write_bytes(path, ("".join(line + "\n" for line in lines)).encode("utf-8"))
 
 
-def write_text_atomic(path, text):
-    """Write ``text`` through a temporary file and ``os.replace`` (used for the manifest)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    write_bytes(tmp, text.encode("utf-8"))
-    os.replace(tmp, path)
-
-
 def mat_bytes(mdict):
     """MATLAB v5 bytes of ``mdict`` (scipy.io.savemat, uncompressed, 1-D arrays as rows)."""
     buf = io.BytesIO()

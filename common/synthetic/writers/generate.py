@@ -9,7 +9,7 @@ import shutil
 
 from common.logger import progress
 from common.synthetic.writers import WRITERS
-from common.synthetic.writers.files import write_text_atomic
+from common.files import write_json
 from common.synthetic.writers.presets import PRESETS
 from common.synthetic.writers.sampling import context
 
@@ -99,7 +99,7 @@ def _prepare(out, names, preset, seed, merge):
 
 def _write_manifest(out, manifest):
     os.makedirs(out, exist_ok=True)
-    write_text_atomic(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_json(os.path.join(out, "manifest.json"), manifest)
 
 
 def generate(out, preset, seed, only=None, workers=1):
