@@ -60,8 +60,8 @@ def _step(rank, world, use_queue):
         queue = EmbeddingQueue(2, length, DIM, device="cpu", rank=rank, world_size=world)
         queue.buffer.copy_(queue_rows[:, rank * length:(rank + 1) * length])
         queue.filled = length
-    loss = swav_loss(model, local, queue, prototypes=model.prototypes.weight, crops_for_assign=(0, 1),
-                     temperature=0.1, epsilon=0.05, sinkhorn_iters=3)
+    loss, _ = swav_loss(model, local, queue, prototypes=model.prototypes.weight, crops_for_assign=(0, 1),
+                        temperature=0.1, epsilon=0.05, sinkhorn_iters=3)
     (loss * b / B).backward()  # this rank's part of the global mean
     total = loss.detach() * b / B
     grads = [p.grad.clone() for p in model.parameters()]
@@ -101,7 +101,7 @@ def test_local_sinkhorn_would_differ(use_queue):
             queue.buffer.copy_(queue_rows[:, r * 2:(r + 1) * 2])
             queue.filled = QUEUE // 4
         losses.append(swav_loss(model, [c[r * 2:(r + 1) * 2] for c in crops], queue,
-                                prototypes=model.prototypes.weight).item())
+                                prototypes=model.prototypes.weight)[0].item())
     assert abs(np.mean(losses) - reference.item()) > 1e-3
 
 

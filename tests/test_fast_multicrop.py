@@ -13,6 +13,7 @@ from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as F2
 
 from pretrain import fast_color as fc
+from pretrain.collapse import CollapseGuard
 from pretrain.data import MEAN, STD, ImageDataset, MultiCropTransform, collate_skip_bad, load_rgb
 from pretrain.fast_multicrop import (DeviceAugment, FastMultiCrop, build_transform, crop_boxes, load_image,
                                      resolve_num_workers)
@@ -309,18 +310,20 @@ def test_train_one_epoch_finishes_the_augmentation_on_the_device(tmp_path, repo_
                                          sampler=sampler, collate_fn=collate_skip_bad)
     model, seen = nn.Linear(1, 1), []
 
-    def loss_fn(crops):
+    def loss_fn(crops, epoch):
         seen.append(crops)
-        return model.weight.sum() * sum(c.mean() for c in crops)
+        return model.weight.sum() * sum(c.mean() for c in crops), torch.eye(2)
 
     cfg = load_config(os.path.join(repo_root, "pretrain", "configs", "synthetic.yaml"),
                       [f"out={tmp_path}", "swav.freeze_prototypes_iters=0"])
     stats_ = train_one_epoch(cfg, model=model, loss_fn=loss_fn, loader=loader,
                              optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                              scaler=torch.amp.GradScaler("cpu", enabled=False), lrs=np.full(2, 0.1), epoch=0,
-                             start_iter=0, iters_per_epoch=2, device=torch.device("cpu"), amp_dtype=None,
+                             start_iter=0, iters_per_epoch=2, device=torch.device("cpu"),
+                             memory_format=torch.contiguous_format, amp_dtype=None,
                              writer=type("W", (), {"write": lambda self, r: None})(), save=lambda step: None,
-                             monitor=None, device_aug=DeviceAugment())
+                             guard=CollapseGuard("swav", 1.0, tol=0.0, min_spread=0.0, patience=0),
+                             after_step=lambda step: None, device_aug=DeviceAugment())
     assert stats_["skipped"] == 1 and stats_["images"] == 3
     worker = ImageDataset(paths, FastMultiCrop(**kw))
     expected = [s for s in (worker[k] for k in sampler) if s is not None]

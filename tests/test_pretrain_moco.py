@@ -60,7 +60,8 @@ def test_step_backward_enqueue_and_state_round_trip():
     model, contrast = _moco(queue_size=6)
     crops = [torch.randn(3, 3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in (2, 3)]
     queue0 = contrast.queue.clone()
-    loss = moco_loss(model, contrast, crops, model)
+    loss, q = moco_loss(model, contrast, crops, model)
+    assert q.shape == (3, contrast.queue.shape[1])  # the query embeddings, for the collapse guard
     loss.backward()  # the loss must not hold the queue that enqueue() overwrote
     assert model.backbone.conv.weight.grad is not None
     assert torch.allclose(contrast.queue[:3], contrast.keys(crops[1]), atol=1e-6)

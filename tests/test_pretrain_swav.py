@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.optim import LARS
-from pretrain.swav import (CollapseMonitor, EmbeddingQueue, SwAVModel, assignment_codes, check_epsilon,
-                           sinkhorn, swapped_prediction_loss)
+from pretrain.swav import (EmbeddingQueue, SwAVModel, assignment_codes, check_epsilon, sinkhorn,
+                           swapped_prediction_loss)
 from pretrain.train import backward_step
 
 
@@ -187,18 +187,6 @@ def test_prototypes_unit_norm_every_step_and_freeze_drops_their_gradient():
     assert not torch.allclose(model.prototypes.weight.norm(dim=1), torch.ones(5), atol=1e-4)
     model.normalize_prototypes()
     assert torch.allclose(model.prototypes.weight.norm(dim=1), torch.ones(5), atol=1e-6)
-
-
-def test_collapse_monitor_warns_once_with_remedies():
-    mon = CollapseMonitor(3000, tol=0.01, patience=3)
-    ln_k = math.log(3000)
-    assert mon.update(ln_k) is None and mon.update(ln_k + 0.005) is None
-    assert mon.update(5.0) is None  # the streak breaks
-    for _ in range(2):
-        assert mon.update(ln_k) is None
-    msg = mon.update(ln_k - 0.001)
-    assert msg and "swav.epsilon" in msg and "freeze_prototypes_iters" in msg and "queue" in msg
-    assert mon.update(ln_k) is None  # once
 
 
 def test_embeddings_and_scores_are_float32_under_bf16_autocast():

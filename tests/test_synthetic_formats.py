@@ -384,7 +384,7 @@ def test_manifest_lists_every_dataset(manifest, synthetic_root):
     assert manifest["preset"] == "tiny" and manifest["seed"] == 0 and manifest["complete"] is True
     for info in manifest["datasets"].values():
         assert os.path.isdir(os.path.join(synthetic_root, info["folder"])) and info["images"] > 0
-    assert len(manifest["datasets"]) == 14
+    assert len(manifest["datasets"]) == 15
 
 
 def _read_bytes(root, relative):
