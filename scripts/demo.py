@@ -85,8 +85,8 @@ def jobs(out):
                     name = run_name(task, fraction, init, seed)
                     cmd = [sys.executable, "-m", spec["module"], "--config", spec["config"],
                            f"data.root={os.path.join(out, 'data', spec['root'])}", *spec["extra"],
-                           f"data.fraction={fraction}", f"optim.epochs={spec.get('epochs', EPOCHS)[fraction]}", f"seed={seed}",
-                           f"data.subset_seed={seed}", f"model.init={'scratch' if init == 'scratch' else backbone}",
+                           f"data.fraction={fraction}", f"optim.epochs={spec.get('epochs', EPOCHS)[fraction]}",
+                           f"seed={seed}", f"data.subset_seed={seed}", f"model.init={'scratch' if init == 'scratch' else backbone}",
                            f"out={os.path.join(out, 'ft', name)}"]
                     todo.append((name, cmd))
     return todo
@@ -115,8 +115,8 @@ def make_data(out, env):
     if os.path.isfile(manifest) and json.load(open(manifest)).get("complete"):
         print(f"done: {data}")
         return
-    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "demo", "--seed", str(DATA_SEED),
-                    "--only", *DATASETS, "--workers", str(env["DEMO_JOBS"])], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "demo",
+                    "--seed", str(DATA_SEED), "--only", *DATASETS, "--workers", str(env["DEMO_JOBS"])], cwd=ROOT, env=env, check=True)
 
 
 def pretrain(out, env):
