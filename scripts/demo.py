@@ -86,7 +86,8 @@ def jobs(out):
                     cmd = [sys.executable, "-m", spec["module"], "--config", spec["config"],
                            f"data.root={os.path.join(out, 'data', spec['root'])}", *spec["extra"],
                            f"data.fraction={fraction}", f"optim.epochs={spec.get('epochs', EPOCHS)[fraction]}",
-                           f"seed={seed}", f"data.subset_seed={seed}", f"model.init={'scratch' if init == 'scratch' else backbone}",
+                           f"seed={seed}", f"data.subset_seed={seed}",
+                           f"model.init={'scratch' if init == 'scratch' else backbone}",
                            f"out={os.path.join(out, 'ft', name)}"]
                     todo.append((name, cmd))
     return todo
@@ -116,7 +117,8 @@ def make_data(out, env):
         print(f"done: {data}")
         return
     subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "demo",
-                    "--seed", str(DATA_SEED), "--only", *DATASETS, "--workers", str(env["DEMO_JOBS"])], cwd=ROOT, env=env, check=True)
+                    "--seed", str(DATA_SEED), "--only", *DATASETS, "--workers", str(env["DEMO_JOBS"])],
+                   cwd=ROOT, env=env, check=True)
 
 
 def pretrain(out, env):
