@@ -12,7 +12,6 @@ Check a dataset before a long run:
     python -m pretrain.data --check --root DIR_OR_LIST [--root ...] [--limit N] [--out grid.png]
 """
 import argparse
-import itertools
 import os
 
 import numpy as np
@@ -26,7 +25,6 @@ from common.logger import log
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.228, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-_UNREADABLE = itertools.count(1)  # unreadable images met by this process
 
 
 def list_images(sources) -> list:
@@ -69,11 +67,18 @@ def load_rgb(path: str):
         return None
 
 
-def report_unreadable(path, first: int = 10) -> None:
-    """Log an unreadable image by path: the first ``first`` of this process (the epoch log counts all)."""
-    n = next(_UNREADABLE)
-    if n <= first:
-        log(f"unreadable image skipped: {path}" + (" (further ones are only counted)" if n == first else ""))
+class UnreadableLog:
+    """Logs the first ``first`` unreadable images of one dataset copy by path (each DataLoader worker has its
+    own copy); the epoch log counts all of them."""
+
+    def __init__(self, first: int = 10):
+        self.first, self.seen = first, 0
+
+    def __call__(self, path) -> None:
+        self.seen += 1
+        if self.seen <= self.first:
+            log(f"unreadable image skipped: {path}"
+                + (" (further ones are only counted)" if self.seen == self.first else ""))
 
 
 class RandomBlur:
@@ -123,6 +128,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths: list, transform):
         self.paths, self.transform = paths, transform
+        self.report_unreadable = UnreadableLog()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -131,7 +137,7 @@ class ImageDataset(torch.utils.data.Dataset):
         index, seed = key
         img = getattr(self.transform, "load", load_rgb)(self.paths[index])
         if img is None:
-            report_unreadable(self.paths[index])
+            self.report_unreadable(self.paths[index])
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -29,7 +29,7 @@ import os
 import numpy as np
 import torch
 
-from pretrain.data import EpochSampler, ImageDataset, list_images, load_rgb, report_unreadable
+from pretrain.data import EpochSampler, ImageDataset, UnreadableLog, list_images, load_rgb
 
 FORMAT = "facerep-shards"
 VERSION = 1
@@ -141,6 +141,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, index: ShardIndex, transform):
         self.index, self.transform = index, transform
         self._fds, self._pid = {}, None
+        self.report_unreadable = UnreadableLog()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -182,7 +183,7 @@ class ShardDataset(torch.utils.data.Dataset):
         except OSError:
             img = None
         if img is None:
-            report_unreadable(self.index.key(i))
+            self.report_unreadable(self.index.key(i))
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
