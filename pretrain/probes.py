@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
+from common.metrics.landmarks import nme
+from common.metrics.regression import icc31
 from pretrain.data import MEAN, STD, MultiCropTransform, load_rgb
 from pretrain.knn import identity_folders, knn_accuracy
 
@@ -172,8 +174,6 @@ class DualRidge:
 
 def _score(name, pred, y):
     """The probe's metric of predictions ``pred`` (N x T) for targets ``y`` (see the module docstring)."""
-    from common.metrics.landmarks import nme
-    from common.metrics.regression import icc31
     if name == "landmarks_nme":
         gt, pts = y.reshape(-1, 68, 2), pred.reshape(-1, 68, 2)
         iod = np.linalg.norm(gt[:, _OUTER_EYE_CORNERS[0]] - gt[:, _OUTER_EYE_CORNERS[1]], axis=1)
@@ -193,20 +193,33 @@ def _as_matrix(name, y, n_classes):
     return y.reshape(len(y), -1).astype(np.float64)
 
 
+class SplitRidges:
+    """The ridges of one feature matrix ``x`` on the (fit, val, test) ``splits``: one fitted on the fit part
+    (to choose the penalty on val) and one on fit + val (scored on test), each eigendecomposed once and
+    shared by every probe of a run."""
+
+    def __init__(self, x, splits):
+        self.x, self.splits = x, splits
+        fit, val, _ = splits
+        self.fit, self.train = DualRidge(x[fit]), DualRidge(x[fit | val])
+
+    def probe(self, name, y, n_classes=8) -> tuple:
+        """(test score, floor) of the ridge probe ``name`` with its penalty chosen on the validation part."""
+        fit, val, test = self.splits
+        x, y = self.x, _as_matrix(name, y, n_classes)
+        val_scores = [_score(name, self.fit.predict(y[fit], x[val], a), y[val]) for a in _ALPHAS]
+        best = _ALPHAS[int(np.nanargmin(val_scores) if LOWER_IS_BETTER[name] else np.nanargmax(val_scores))]
+        train = fit | val
+        pred = self.train.predict(y[train], x[test], best)
+        if name == "au_icc":
+            return _score(name, pred, y[test]), 0.0
+        floor = np.repeat(y[train].mean(0, keepdims=True), test.sum(), 0)
+        return _score(name, pred, y[test]), _score(name, floor, y[test])
+
+
 def ridge_probe(name, x, y, splits, n_classes=8) -> tuple:
-    """(test score, floor) of the ridge probe ``name`` with its penalty chosen on the validation part."""
-    fit, val, test = splits
-    y = _as_matrix(name, y, n_classes)
-    lower = LOWER_IS_BETTER[name]
-    ridge = DualRidge(x[fit])
-    val_scores = [_score(name, ridge.predict(y[fit], x[val], a), y[val]) for a in _ALPHAS]
-    best = _ALPHAS[int(np.nanargmin(val_scores) if lower else np.nanargmax(val_scores))]
-    train = fit | val
-    pred = DualRidge(x[train]).predict(y[train], x[test], best)
-    floor = np.repeat(y[train].mean(0, keepdims=True), test.sum(), 0)
-    if name == "au_icc":
-        return _score(name, pred, y[test]), 0.0
-    return _score(name, pred, y[test]), _score(name, floor, y[test])
+    """(test score, floor) of one ridge probe (``SplitRidges(x, splits).probe``)."""
+    return SplitRidges(x, splits).probe(name, y, n_classes)
 
 
 class Probes:
@@ -242,8 +255,9 @@ class Probes:
                 if kind == "identity" or "identity" not in self.sets:
                     unit = pooled / np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
                     scores["identity_knn"] = knn_accuracy(unit, probe_set.identity, k=self.k)
+                ridges = SplitRidges(spatial, self.splits) if probe_set.targets else None
                 for name, y in probe_set.targets.items():
-                    scores[name], self.floors[name] = ridge_probe(name, spatial, y, self.splits)
+                    scores[name], self.floors[name] = ridges.probe(name, y)
         finally:
             backbone.train(was_training)
         self.seconds += time.time() - start
