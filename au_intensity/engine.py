@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from common import distributed
-from common.finetune import make_loader, predict, write_metrics
+from common.engine import make_loader
+from common.finetune import predict, write_metrics
 from common.metrics import icc31, mae
 
 PREDICTIONS = "predictions.npz"

@@ -13,7 +13,7 @@ import torch
 from au_intensity.data import LAYOUT_KEYS, build_dataset, split_dataset
 from au_intensity.engine import evaluate, test_and_save
 from au_intensity.model import AUIntensityNet, au_l2_loss
-from common import distributed, finetune
+from common import distributed, engine, finetune
 from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint
 from common.config import cli
@@ -22,7 +22,7 @@ from common.optim import param_groups
 
 
 def l2_loss(outputs, batch):
-    """The paper's l2 regression loss on a training batch (finetune.train_one_epoch's loss_fn)."""
+    """The paper's l2 regression loss on a training batch (``common.engine``'s loss_fn)."""
     return au_l2_loss(outputs, batch["target"]), {}
 
 
@@ -38,35 +38,36 @@ def main(cfg):
     train_set = build_dataset(full.index.select(rows), train=True, boxes_file=data.boxes, input_size=data.input_size,
                               box_scale=data.box_scale, augment=dict(cfg.aug))
     per_rank = optim.batch_size // info.world_size
-    loader = finetune.make_loader(train_set, batch_size=per_rank, train=True, workers=data.num_workers, seed=cfg.seed)
+    loader = engine.make_loader(train_set, batch_size=per_rank, train=True, workers=data.num_workers, seed=cfg.seed)
     val_set = split_dataset(data.val_split, **layout) if data.val_split else None
     amp = cfg.train.amp and device.type == "cuda"
     clip = tuple(cfg.eval.clip)
 
-    val_loader = None if val_set is None else finetune.make_loader(
+    val_loader = None if val_set is None else engine.make_loader(
         val_set, batch_size=cfg.eval.batch_size, train=False, workers=data.num_workers, seed=cfg.seed)
 
     def validate(net):
         """Mean ICC on the validation subjects selects best.pth."""
         metrics, _ = evaluate(net, val_loader, val_set.index, device=device, amp=amp, clip=clip)
-        return metrics["icc_mean"], {"icc_mean": metrics["icc_mean"], "mae_mean": metrics["mae_mean"]}
+        return {"icc_mean": metrics["icc_mean"], "mae_mean": metrics["mae_mean"]}
 
-    model = AUIntensityNet(build_backbone(cfg.model.arch, cfg.model.init), len(full.index.aus)).to(device)
-    finetune.configure_adaptation(model, mode)
+    model = AUIntensityNet(build_backbone(cfg.model.arch, cfg.model.init), len(full.index.aus))
+    model = engine.prepare_model(model, mode=mode, device=device)
     optimizer = torch.optim.Adam(param_groups(model, weight_decay=optim.weight_decay,
                                               backbone_lr_mult=optim.backbone_lr_mult),
                                  lr=optim.lr, betas=tuple(optim.betas))
-    lrs = finetune.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
-                             milestones=optim.milestones, gamma=optim.gamma)
+    lrs = engine.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
+                           milestones=optim.milestones, gamma=optim.gamma)
     split_name = f"{data.dataset} fold {data.fold} ({data.fold_scheme})" if data.dataset == "disfa" else data.dataset
     log(f"{len(train_set)} training frames ({data.fraction:.3g} of {split_name} train; {full.index.counts}), "
         f"global batch {optim.batch_size} ({per_rank} x {info.world_size}), {len(loader)} iterations/epoch, "
         f"{optim.epochs} epochs, lr {optim.lr} (backbone x{optim.backbone_lr_mult}), {mode}")
 
-    checkpoint = finetune.fit(model, loader, optimizer, lrs, l2_loss, info=info, out_dir=out, epochs=optim.epochs,
-                              mode=mode, amp=amp, seed=cfg.seed, config=cfg, writer=writer,
-                              log_every=cfg.train.log_every, validate=None if val_set is None else validate,
-                              eval_every=cfg.train.eval_every)
+    checkpoint = engine.fit(model, loader, optimizer, lrs, l2_loss, info=info, out_dir=out, epochs=optim.epochs,
+                            mode=mode, amp=amp, seed=cfg.seed, config=cfg, writer=writer,
+                            log_every=cfg.train.log_every, validate=None if val_set is None else validate,
+                            select=None if val_set is None else "icc_mean",
+                            eval_every=cfg.train.eval_every).checkpoint
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     record = {"dataset": data.dataset, "split": data.test_split, "fold": data.fold, "fold_scheme": data.fold_scheme,
               "fraction": data.fraction, "init": cfg.model.init, "adaptation": mode, "checkpoint": checkpoint,

@@ -7,8 +7,8 @@ Pipelines, each 2 x 224 (scale 0.14-1) + 6 x 96 (0.05-0.14) crops with SwAV's co
 (flip, ColorJitter(0.8, 0.8, 0.8, 0.2) p 0.8 in random order, grey 0.2, blur p 0.5, normalise):
 
 - reference: pretrain.data.load_rgb + MultiCropTransform (PIL + torchvision v1, SwAV's code path);
-- ours, colour in the worker: FastMultiCrop (torchvision.io uint8 decode, tensor crops, batched
-  float colour ops on the image's crops), the whole augmentation on the CPU;
+- ours, colour in the worker: FastMultiCrop (uint8 decode by libjpeg-turbo via simplejpeg, tensor
+  crops, batched float colour ops on the image's crops), the whole augmentation on the CPU;
 - ours, colour on the device: the worker part of FastMultiCrop(defer_color=True) (decode, crops,
   parameters; uint8 out), with DeviceAugment finishing batches on ``--device`` (timed separately:
   device images/s, and the host CPU time it costs per image).

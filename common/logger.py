@@ -35,20 +35,54 @@ def _plain(value):
     return value
 
 
-class JsonlWriter:
-    """Appends one JSON object per line to ``path`` on rank 0 (``log.jsonl`` of a run)."""
+def _scalars(record, step_key):
+    """The (tag, value, step) triples of a log record for TensorBoard: numeric fields of a record with a
+    ``step_key`` go under ``step/`` at that step, those of an epoch record under ``epoch/`` at its epoch;
+    nested dicts (e.g. probes) become ``prefix/name/key``."""
+    kind, step = ("step", record[step_key]) if step_key in record else ("epoch", record.get("epoch"))
+    if not isinstance(step, int) or isinstance(step, bool):
+        return []
 
-    def __init__(self, path):
-        self.path = path
+    def flat(prefix, value):
+        if isinstance(value, dict):
+            return [t for k, v in value.items() for t in flat(f"{prefix}/{k}", v)]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [(prefix, float(value), step)]
+        return []
+    return [t for k, v in sorted(record.items()) if k not in (step_key, "epoch") for t in flat(f"{kind}/{k}", v)]
+
+
+class JsonlWriter:
+    """Appends one JSON object per line to ``path`` on rank 0 (``log.jsonl`` of a run).
+
+    With ``tensorboard=True`` the same records also go to TensorBoard event files in ``<folder of
+    path>/tensorboard`` (``tensorboard --logdir runs``), step records (those with ``step_key``) at their
+    step; the tensorboard package is imported only then.
+    """
+
+    def __init__(self, path, tensorboard=False, step_key="iteration"):
+        self.path, self.board, self.step_key = path, None, step_key
         self.enabled = _rank() == 0
         if self.enabled:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as e:
+                    raise ImportError("tensorboard=true needs the tensorboard package: pip install tensorboard "
+                                      f"({e})") from e
+                self.board = SummaryWriter(os.path.join(os.path.dirname(os.path.abspath(path)), "tensorboard"))
 
     def write(self, record):
         if not self.enabled:
             return
+        record = _plain(record)
         with open(self.path, "a") as f:
-            f.write(json.dumps(_plain(record), sort_keys=True) + "\n")
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.board is not None:
+            for tag, value, step in _scalars(record, self.step_key):
+                self.board.add_scalar(tag, value, step)
+            self.board.flush()
 
 
 def read_jsonl(path):

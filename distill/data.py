@@ -3,17 +3,23 @@
 Items have exactly the fields of ``landmarks.data.LandmarkDataset`` items, so labelled and
 unlabelled faces mix in one batch (``torch.utils.data.ConcatDataset``): the points are NaN (no
 label; ``render_heatmaps`` gives them all-zero maps and ``distill.teacher`` tells the two apart by
-them). An image that cannot be decoded gives ``valid=False``: the loss skips it and the training
-loop counts it (DESIGN.md "Bad input").
+them). An image that cannot be decoded gives ``valid=False``: ``common.engine`` drops it from the batch
+and counts it (DESIGN.md "Bad input"). ``distillation_set`` assembles a run's labelled + unlabelled set.
 """
 import math
 
 import numpy as np
 import torch
+from torch.utils.data import ConcatDataset
 
 from common.face_crop import whole_image_box
+from common.finetune import select_training_keys
+from common.logger import log
 from common.transforms import crop_from_box, warp_image
-from landmarks.data import IMAGENET_MEAN, IMAGENET_STD, read_image
+from distill.leakage import checked_pool
+from distill.pool import take
+from landmarks import formats
+from landmarks.data import IMAGENET_MEAN, IMAGENET_STD, LandmarkDataset, read_image, train_augment
 
 
 class UnlabelledDataset(torch.utils.data.Dataset):
@@ -58,3 +64,24 @@ class UnlabelledDataset(torch.utils.data.Dataset):
 def labelled_mask(points):
     """(N,) bool: which items of a batch carry landmarks (unlabelled items have only NaN points)."""
     return torch.isfinite(points).flatten(1).any(dim=1)
+
+
+def distillation_set(cfg, *, out_dir):
+    """(labelled split, its few-shot subset (App. A.3, saved to ``out_dir``), the leak-checked unlabelled pool
+    entries (§3.5), the augmented training set over both) of a self-distillation run's config."""
+    data, aug = cfg.data, cfg.aug
+    n_points = formats.N_POINTS[data.dataset]
+    full = formats.load_split(data.dataset, data.root, data.train_split, data.box)
+    labelled = full.select(select_training_keys(full.keys, fraction=data.fraction, seed=data.subset_seed,
+                                                subset_file=data.subset_file, out_dir=out_dir))
+    entries = checked_pool(list_path=cfg.unlabeled.list, dataset=data.dataset, root=data.root,
+                           exclude=cfg.unlabeled.exclude)
+    unlabelled, wanted = take(entries, amount=cfg.unlabeled.amount, reference_size=len(full), seed=cfg.unlabeled.seed)
+    if wanted is not None and wanted > len(unlabelled):
+        log(f"warning: unlabeled.amount={cfg.unlabeled.amount} asks for {wanted} images; "
+            f"the pool has {len(unlabelled)}")
+    augment = train_augment(rotation=aug.rotation, scale=aug.scale, flip_prob=aug.flip_prob, n_points=n_points)
+    crops = dict(input_size=data.input_size, box_scale=data.box_scale, augment=augment, color_scale=aug.color_scale)
+    train_set = ConcatDataset([LandmarkDataset(labelled, **crops),
+                               UnlabelledDataset(unlabelled.paths, unlabelled.boxes, n_points=n_points, **crops)])
+    return full, labelled, unlabelled, train_set

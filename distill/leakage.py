@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from distill.pool import read_pool
 from landmarks import formats
 
 # Every benchmark test split of the landmark datasets (anchors §1.1-1.4; Tables 5-6).
@@ -137,3 +138,17 @@ def assert_no_leak(paths, index, *, where):
         raise LeakageError(f"{where}: {len(leaks)} unlabelled image(s) are benchmark test images "
                            f"({', '.join(sorted(index.counts))}):\n{shown}\nrebuild the pool with "
                            f"python -m distill.pool ... --exclude-test-of DATASET")
+
+
+def checked_pool(*, list_path, dataset, root, exclude):
+    """The pool list, after checking that no test image of ``dataset`` (and of ``exclude``:
+    "dataset=root" strings) is in it, by resolved path and by content."""
+    entries = read_pool(list_path)
+    roots = {dataset: root}
+    for item in exclude:
+        name, _, other = item.partition("=")
+        if not other:
+            raise ValueError(f"unlabeled.exclude entry {item!r}: expected DATASET=ROOT")
+        roots[name] = other
+    assert_no_leak(entries.paths, ExcludedImages.build(roots), where=list_path)
+    return entries

@@ -4,7 +4,7 @@ Paper §3.5: "we use the fine-tuned network to generate in an online manner new 
 an identically sized student model", i.e. argmin_θt L(f(x, θ_{t-1}), f(x, θ_t)) with L the
 pixel-wise l2 loss. The teacher runs in eval mode (BatchNorm running statistics) without gradients
 on the very batch the student sees (same crop, same augmentation), so its heatmaps are the
-targets that ``landmarks.engine.train_one_epoch`` regresses with ``heatmap_loss``.
+targets that the student regresses with ``landmarks.engine.heatmap_loss`` (trained by ``common.engine``).
 """
 import os
 
@@ -60,7 +60,7 @@ def check_teacher(path, config, teacher_points, *, arch, input_size, n_points, l
 
 
 def teacher_targets(teacher, *, input_size, heatmap_size, sigma, labelled="teacher", flip_perm=None, amp=False):
-    """Target function for ``landmarks.engine.train_one_epoch``: the teacher's heatmaps of the batch.
+    """Target function of the distillation loss: the teacher's heatmaps of the batch.
 
     labelled: "teacher" (the paper's formula: teacher targets for every image) or "gt" (Gaussians
     on the ground truth for the labelled images of the batch). flip_perm: also average with the

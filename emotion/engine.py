@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 from common import distributed
-from common.finetune import make_loader, predict, write_metrics
+from common.engine import make_loader
+from common.finetune import predict, write_metrics
 from common.metrics import accuracy, ccc, pcc, rmse, sagr
 
 PREDICTIONS = "predictions.npz"

@@ -10,7 +10,7 @@ not released), so no checkpoint is selected on it: the last epoch is tested.
 
 import torch
 
-from common import distributed, finetune
+from common import distributed, engine, finetune
 from common.backbone import build_backbone
 from common.config import cli
 from common.logger import log
@@ -31,7 +31,7 @@ def main(cfg):
     train_set = build_dataset(select(full, rows), train=True, input_size=data.input_size, box_scale=data.box_scale,
                               augment=dict(cfg.aug))
     per_rank = optim.batch_size // info.world_size
-    loader = finetune.make_loader(train_set, batch_size=per_rank, train=True, workers=data.num_workers, seed=cfg.seed)
+    loader = engine.make_loader(train_set, batch_size=per_rank, train=True, workers=data.num_workers, seed=cfg.seed)
     criterion = EmotionLoss(ce_weight=cfg.loss.ce_weight, rmse_weight=cfg.loss.rmse_weight,
                             ccc_weight=cfg.loss.ccc_weight)
 
@@ -39,22 +39,22 @@ def main(cfg):
         return criterion(outputs, batch["expression"], batch["valence"].float(), batch["arousal"].float(),
                          batch["va_valid"])
 
-    model = EmotionNet(build_backbone(cfg.model.arch, cfg.model.init), data.num_classes).to(device)
-    finetune.configure_adaptation(model, mode)
+    model = engine.prepare_model(EmotionNet(build_backbone(cfg.model.arch, cfg.model.init), data.num_classes),
+                                 mode=mode, device=device)
     optimizer = torch.optim.Adam(param_groups(model, weight_decay=optim.weight_decay,
                                               backbone_lr_mult=optim.backbone_lr_mult),
                                  lr=optim.lr, betas=tuple(optim.betas))
-    lrs = finetune.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
-                             milestones=optim.milestones, gamma=optim.gamma)
+    lrs = engine.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
+                           milestones=optim.milestones, gamma=optim.gamma)
     log(f"{len(train_set)} training faces ({data.fraction:.3g} of AffectNet training.csv; dropped "
         f"{full['dropped']}), {data.num_classes} classes, global batch {optim.batch_size} ({per_rank} x "
         f"{info.world_size}), {len(loader)} iterations/epoch, {optim.epochs} epochs, lr {optim.lr} "
         f"(backbone x{optim.backbone_lr_mult}), loss weights {cfg.loss.to_dict()}, {mode}")
 
     amp = cfg.train.amp and device.type == "cuda"
-    checkpoint = finetune.fit(model, loader, optimizer, lrs, loss_fn, info=info, out_dir=out, epochs=optim.epochs,
-                              mode=mode, amp=amp, seed=cfg.seed, config=cfg, writer=writer,
-                              log_every=cfg.train.log_every)
+    checkpoint = engine.fit(model, loader, optimizer, lrs, loss_fn, info=info, out_dir=out, epochs=optim.epochs,
+                            mode=mode, amp=amp, seed=cfg.seed, config=cfg, writer=writer,
+                            log_every=cfg.train.log_every).checkpoint
     test = build_dataset(load_split(data.root, data.test_split, data.num_classes), train=False,
                          input_size=data.input_size, box_scale=data.box_scale, augment={})
     record = {"dataset": "affectnet", "split": data.test_split, "num_classes": data.num_classes,

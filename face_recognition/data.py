@@ -169,8 +169,17 @@ class AlignedFaces(torch.utils.data.Dataset):
         return face, int(self.labels[i]), i
 
 
+class LabelledFaces(AlignedFaces):
+    """Training items as ``common.engine`` reads them: {"image", "label", "index"}; None for an unreadable file
+    (dropped from its batch and counted)."""
+
+    def __getitem__(self, i):
+        image, label, index = super().__getitem__(i)
+        return None if label < 0 else {"image": image, "label": label, "index": index}
+
+
 def vggface2_training_set(root, *, split, keys, size, mean, std, flip_prob):
-    """(AlignedFaces over ``keys`` (relative paths, a subset of the split), sorted class names)."""
+    """(LabelledFaces over ``keys`` (relative paths, a subset of the split), sorted class names)."""
     index = load_vggface2(root, split)
     order = np.argsort(index["paths"])
     keys = np.asarray(keys, dtype=str)
@@ -181,8 +190,8 @@ def vggface2_training_set(root, *, split, keys, size, mean, std, flip_prob):
         raise ValueError(f"{root}: {len(missing)} of {len(keys)} subset keys are not in the {split} split "
                          f"(with landmarks), e.g. {missing[:3].tolist()}")
     classes, labels = np.unique(index["identities"][rows], return_inverse=True)
-    faces = AlignedFaces(index["paths"][rows], index["points"][rows], labels, size=size, mean=mean, std=std,
-                         flip_prob=flip_prob, root=os.path.join(root, split))
+    faces = LabelledFaces(index["paths"][rows], index["points"][rows], labels, size=size, mean=mean, std=std,
+                          flip_prob=flip_prob, root=os.path.join(root, split))
     return faces, classes.tolist()
 
 

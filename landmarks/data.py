@@ -19,7 +19,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.files import first_paths, rgb8
-from common.subsample import load_keys, save_keys, subset_keys
 from common.transforms import LandmarkAugment, apply_to_points, crop_from_box, warp_image
 from landmarks import formats, scores
 from landmarks.heatmaps import DECODERS, heatmaps_to_image, image_to_heatmap, render_heatmaps
@@ -82,25 +81,6 @@ class LandmarkDataset(torch.utils.data.Dataset):
 def train_augment(*, rotation, scale, flip_prob, n_points):
     """App. A.2 geometry: rotation ~ U(+-rotation), scale ~ U(scale), flip with the permutation."""
     return LandmarkAugment(rotation=rotation, scale=tuple(scale), flip_prob=flip_prob, n_points=n_points)
-
-
-def few_shot(samples, *, fraction, seed, subset_file="", save_to=None):
-    """The paper's few-shot regime (§5 "Data & label regime"): a deterministic subset of the sorted
-    sample keys (``common.subsample``), or the keys of ``subset_file``; saved to ``save_to``."""
-    if subset_file:
-        keys = load_keys(subset_file)
-    elif fraction >= 1.0:
-        return samples
-    else:
-        keys = subset_keys(samples.keys, fraction, seed)
-    where = {k: i for i, k in enumerate(samples.keys)}
-    missing = [k for k in keys if k not in where]
-    if missing:
-        raise ValueError(f"{subset_file}: {len(missing)} keys not in {samples.dataset}/{samples.split}, "
-                         f"e.g. {missing[:3]}")
-    if save_to:
-        save_keys(save_to, keys)
-    return samples.select([where[k] for k in keys])
 
 
 def round_trip(samples, *, input_size, heatmap_size, sigma, box_scale, decode="quarter", chunk=256):

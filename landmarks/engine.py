@@ -1,22 +1,22 @@
-"""Training and evaluation loops of heatmap regression (paper §5.2, App. A.2), shared with eval.py, distill/.
+"""Heatmap regression's loss, targets and evaluation (paper §5.2, App. A.2), shared by train, eval and distill/.
 
-Loss: pixel-wise MSE between predicted and Gaussian target heatmaps (App. A.2 "pixel-wise l2").
+Training runs in ``common.engine``. Loss: pixel-wise MSE between predicted and Gaussian target heatmaps
+(App. A.2 "pixel-wise l2").
 Evaluation decodes heatmaps to float image coordinates (argmax + quarter-pixel shift, inverse crop),
 optionally averaging with the mirrored image's heatmaps (flip test, face-alignment ``api.py``),
 gathers predictions by sample index across ranks (padded duplicates count once) and scores them
 with the dataset's protocol (``landmarks.scores``).
 """
-import math
-
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
-from common import distributed
-from common.checkpoint import unwrap
+from common.engine import make_loader
 from common.files import first_paths
-from common.logger import progress
-from common.optim import set_lr
-from landmarks import scores
+from common.finetune import gather_by_index
+from common.logger import log, progress
+from landmarks import formats, scores
+from landmarks.data import LandmarkDataset
 from landmarks.heatmaps import crop_to_heatmap, flip_heatmaps, heatmaps_to_image, render_heatmaps
 
 
@@ -27,47 +27,32 @@ def heatmap_loss(pred, target, valid):
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
 
 
+def eval_loader(samples, *, input_size, box_scale, batch_size, workers):
+    """Loader over this rank's share of ``samples`` in index order; unreadable images stay in with valid=False
+    (``evaluate`` counts them)."""
+    return make_loader(LandmarkDataset(samples, input_size=input_size, box_scale=box_scale), batch_size=batch_size,
+                       train=False, workers=workers, seed=0, collate_fn=default_collate)
+
+
+def test_splits(dataset, root, splits, box):
+    """Samples of every test split; 300W's private set is skipped (logged) when absent."""
+    out = []
+    for split in splits:
+        try:
+            out.append(formats.load_split(dataset, root, split, box))
+        except formats.DatasetMissingError as e:
+            if (dataset, split) != ("300w", "private"):
+                raise
+            log(f"300W private test set not found, skipped: {e}")
+    return out
+
+
 def gt_targets(*, input_size, heatmap_size, sigma):
     """Target function: Gaussians on the batch's (augmented) ground-truth points, rendered on device."""
     def targets(batch, device):
         points = crop_to_heatmap(batch["points"].to(device), input_size, heatmap_size)
         return render_heatmaps(points, heatmap_size, sigma)              # N x P x h x w
     return targets
-
-
-def train_one_epoch(model, loader, optimizer, lr_values, first_iter, *, device, targets, epoch,
-                    amp=False, freeze_backbone=False):
-    """One pass over ``loader``; the lr of iteration k is ``lr_values[first_iter + k]``.
-
-    targets: callable(batch, device) -> target heatmaps (``gt_targets``; distillation passes a
-    teacher). freeze_backbone: linear adaptation (paper §3.3): backbone BN stays in eval mode.
-    Returns {"loss", "lr", "iterations", "skipped_images"} averaged / summed over ranks.
-    """
-    model.train()
-    if freeze_backbone:
-        unwrap(model).backbone.eval()
-    total = torch.zeros(3, dtype=torch.float64, device=device)          # loss sum, batches, skipped
-    lr = float("nan")
-    for k, batch in enumerate(progress(loader, desc=f"epoch {epoch}")):
-        lr = float(lr_values[min(first_iter + k, len(lr_values) - 1)])
-        set_lr(optimizer, lr)
-        images = batch["image"].to(device, non_blocking=True)
-        valid = batch["valid"].to(device)
-        target = targets(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(images)
-        loss = heatmap_loss(pred, target, valid)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at epoch {epoch}, iteration {first_iter + k}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += torch.tensor([value, 1.0, float((~batch["valid"]).sum())], dtype=torch.float64,
-                              device=device)
-    distributed.all_reduce_sum(total)
-    return {"loss": float(total[0] / total[1].clamp(min=1)), "lr": lr,
-            "iterations": int(total[1]) // distributed.get_world_size(), "skipped_images": int(total[2])}
 
 
 @torch.no_grad()
@@ -86,11 +71,9 @@ def predict(model, loader, *, device, input_size, flip_perm=None, amp=False, dec
         preds.append(heatmaps_to_image(heatmaps.cpu(), batch["matrix"], input_size, decode))
         rows.append(batch["index"])
         valid.append(batch["valid"])
-    rows = distributed.all_gather_varlen(torch.cat(rows).to(device)).cpu()
-    preds = distributed.all_gather_varlen(torch.cat(preds).to(device)).cpu()
-    valid = distributed.all_gather_varlen(torch.cat(valid).to(device, torch.uint8)).cpu()
-    order, first = np.unique(rows.numpy(), return_index=True)            # drop sampler padding
-    return order, preds.numpy()[first], valid.numpy()[first].astype(bool)
+    order, (preds, valid) = gather_by_index(torch.cat(rows).to(device), torch.cat(preds).to(device),
+                                            torch.cat(valid).to(device, torch.uint8))
+    return order, preds, valid.astype(bool)
 
 
 def _require_finite(nmes, keys, where):

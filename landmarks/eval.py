@@ -20,9 +20,8 @@ from common.files import write_json
 from common.landmark_schemes import flip_permutation
 from common.logger import log
 from landmarks import formats, scores
-from landmarks.engine import evaluate
+from landmarks.engine import eval_loader, evaluate, test_splits
 from landmarks.heatmap_head import LandmarkModel
-from landmarks.train import eval_loader, test_splits
 
 
 def plot_ced(nmes, path, *, title, max_error=0.1):
@@ -68,8 +67,7 @@ def main(cfg, args):
                "splits": {}}
     for samples in test_splits(dataset, root, splits, cfg.data.box):
         loader = eval_loader(samples, input_size=cfg.data.input_size, box_scale=cfg.data.box_scale,
-                             batch_size=args.batch_size, num_workers=cfg.data.num_workers,
-                             world_size=info.world_size)
+                             batch_size=args.batch_size, workers=cfg.data.num_workers)
         metrics, primary, _ = evaluate(model, loader, samples, device=info.device, input_size=cfg.data.input_size,
                                        flip_perm=flip_permutation(n_points) if flip_test else None, amp=amp,
                                        decode=cfg.test.decode)

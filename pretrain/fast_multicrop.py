@@ -1,7 +1,8 @@
 """Fast SwAV multi-crop data path (paper App. A.1 recipe; issue 12): images decoded to uint8 tensors
-(reduced-size JPEG decode where the crops allow), crop parameters drawn for all crops at once,
-tensor crops, and the colour part (pretrain/fast_color.py) run in the loader workers or, batched
-over the whole batch, on the training device after the transfer (DeviceAugment).
+by libjpeg-turbo (simplejpeg) or PIL (reduced-size JPEG decode where the crops allow), crop
+parameters drawn for all crops at once, tensor crops, and the colour part (pretrain/fast_color.py)
+run in the loader workers or, batched over the whole batch, on the training device after the
+transfer (DeviceAugment).
 
 Same augmentation as pretrain.data.MultiCropTransform, SwAV's recipe (anchors_frl_swav.md §2.6):
 per crop RandomResizedCrop(size, scale, ratio (3/4, 4/3); torchvision's 10 attempts, then a centre
@@ -15,13 +16,13 @@ import math
 import os
 
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
-import torchvision
 from PIL import Image
 
 from common.files import rgb8
-from pretrain.data import MEAN, STD, MultiCropTransform, load_rgb
+from pretrain.data import MEAN, STD, MultiCropTransform
 from pretrain.fast_color import N_PARAMS, N_UNIFORMS, augment_color, color_params
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect range
@@ -54,33 +55,38 @@ def crop_boxes(u: np.ndarray, height: int, width: int, scale_lo, scale_hi) -> np
     return np.stack([top, left, h, w], 1)
 
 
+def _dct_factor(height: int, width: int, min_side: int) -> int:
+    """The largest of 8, 4, 2 by which a JPEG's DCT-scaled decode keeps its shorter side >= min_side, else 1."""
+    return next((f for f in (8, 4, 2) if min_side > 0 and min(height, width) // f >= min_side), 1)
+
+
 def decode_image(data: bytes, *, min_side: int = 0):
     """(3 x h x w uint8 RGB tensor, (H, W) full size) from encoded bytes, or None when unreadable.
-    A JPEG whose shorter side is >= 2 ``min_side`` is decoded at 1/2, 1/4 or 1/8 size by libjpeg's
-    DCT scaling (PIL draft) while its shorter side stays >= min_side; other images by torchvision
-    (into uint8 directly), or by PIL for the formats torchvision lacks (BMP, TIFF, PPM, ...)."""
+    A JPEG is decoded by libjpeg-turbo (simplejpeg), at 1/2, 1/4 or 1/8 size by DCT scaling while its
+    shorter side stays >= ``min_side``; other formats, and JPEGs simplejpeg rejects, by PIL (DCT scaling
+    of JPEGs via draft; 16-bit images keep their top 8 bits, as common.files.rgb8)."""
     if not data:
         return None
+    if data[:2] == b"\xff\xd8":
+        try:
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+            factor = _dct_factor(height, width, min_side)
+            img = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-height // factor),
+                                         min_width=-(-width // factor))
+            return torch.from_numpy(img).permute(2, 0, 1), (height, width)
+        except ValueError:  # broken, truncated or unusual (e.g. arithmetic-coded): PIL below
+            pass
     try:
-        if min_side > 0 and data[:2] == b"\xff\xd8":
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                factor = next((f for f in (8, 4, 2) if min(width, height) // f >= min_side), 1)
-                if factor > 1:
-                    img.draft("RGB", (-(-width // factor), -(-height // factor)))
-                    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1), (height, width)
-        img = torchvision.io.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                          mode=torchvision.io.ImageReadMode.RGB)
-        if img.dtype == torch.uint16:  # a 16-bit PNG: keep the top 8 bits, as common.files.rgb8
-            img = (img.to(torch.int32) >> 8).to(torch.uint8)
-        return img, tuple(img.shape[1:])
-    except (RuntimeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        pass
-    img = load_rgb(io.BytesIO(data))
-    if img is None:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            factor = _dct_factor(height, width, min_side)
+            if factor > 1:
+                img.draft("RGB", (-(-width // factor), -(-height // factor)))  # a no-op for other formats
+            img.load()
+            pixels = np.array(rgb8(img))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    img = torch.from_numpy(np.array(img)).permute(2, 0, 1)
-    return img, tuple(img.shape[1:])
+    return torch.from_numpy(pixels).permute(2, 0, 1), (height, width)
 
 
 def load_image(source, *, min_side: int = 0):

@@ -220,7 +220,7 @@ def main(cfg):
     last = os.path.join(cfg.out, "last.pth")
     if dist.is_main():
         save_config(cfg, cfg.out)
-    writer = JsonlWriter(os.path.join(cfg.out, "log.jsonl"))
+    writer = JsonlWriter(os.path.join(cfg.out, "log.jsonl"), tensorboard=cfg.tensorboard, step_key="step")
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by {world} processes")
     local_bs = cfg.data.batch_size // world

@@ -1,7 +1,7 @@
-"""Training and evaluation loops of mesh regression (paper §5.5, Table 9, App. D.2 Fig. 6), shared by train and eval.
+"""Mesh regression's loss and evaluation (paper §5.5, Table 9, App. D.2 Fig. 6), shared by train, eval.
 
-Loss: l1 distance between predicted and ground-truth vertices (§5.5), in the normalised crop frame
-of ``reconstruction3d.data``. Evaluation maps predictions back to the image frame and scores:
+Training runs in ``common.engine``. Loss: l1 distance between predicted and ground-truth vertices (§5.5), in
+the normalised crop frame of ``reconstruction3d.data``. Evaluation maps predictions back to the image frame and scores:
 
 - AFLW2000-3D "NME (68 points)" (Table 9): 2-D error of the 68 landmark vertices against
   ``pt3d_68``, normalised by sqrt(w h) of the GT landmark box, per |yaw| bin and the mean of the
@@ -14,17 +14,16 @@ of ``reconstruction3d.data``. Evaluation maps predictions back to the image fram
   (``draw_ced`` / ``plot_ced``, also used by fig6.py).
 Predictions are gathered across ranks by sample index (padded duplicates count once).
 """
-import math
-
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
-from common import distributed
+from common.engine import make_loader
+from common.finetune import gather_by_index
 from common.logger import progress
 from common.metrics import ced, nme_aflw2000
-from common.optim import set_lr
 from reconstruction3d import formats, rigid
-from reconstruction3d.data import denormalise_vertices
+from reconstruction3d.data import MeshDataset, denormalise_vertices
 
 
 def l1_loss(pred, target, valid):
@@ -32,31 +31,6 @@ def l1_loss(pred, target, valid):
     per_sample = (pred.float() - target).abs().mean(dim=(1, 2))             # B
     valid = valid.to(per_sample.dtype)
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
-
-
-def train_one_epoch(model, loader, optimizer, lr_values, first_iter, *, device, epoch, amp=False):
-    """One pass; the lr of iteration k is ``lr_values[first_iter + k]``. Returns loss/lr/counts."""
-    model.train()
-    total = torch.zeros(3, dtype=torch.float64, device=device)              # loss sum, batches, skipped
-    lr = float("nan")
-    for k, batch in enumerate(progress(loader, desc=f"epoch {epoch}")):
-        lr = float(lr_values[min(first_iter + k, len(lr_values) - 1)])
-        set_lr(optimizer, lr)
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(images)
-        loss = l1_loss(pred, target, batch["valid"].to(device))
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at epoch {epoch}, iteration {first_iter + k}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += torch.tensor([value, 1.0, float((~batch["valid"]).sum())], dtype=torch.float64, device=device)
-    distributed.all_reduce_sum(total)
-    return {"loss": float(total[0] / total[1].clamp(min=1)), "lr": lr,
-            "iterations": int(total[1]) // distributed.get_world_size(), "skipped_images": int(total[2])}
 
 
 @torch.no_grad()
@@ -86,14 +60,6 @@ def dense_errors(pred, gt):
     return torch.stack([raw, rigid_err], 1)
 
 
-def _gather_sorted(index, *columns):
-    """Gather rows over ranks and keep one per sample index, sorted (drops sampler padding)."""
-    index = distributed.all_gather_varlen(index).cpu().numpy()
-    columns = [distributed.all_gather_varlen(c).cpu().numpy() for c in columns]
-    order, first = np.unique(index, return_index=True)
-    return order, [c[first] for c in columns]
-
-
 def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=False):
     """(metrics dict, per-image NME (N,)) on an AFLW2000-3D loader of ``MeshDataset(with_gt=True)``."""
     model.eval()
@@ -108,7 +74,7 @@ def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=Fa
         rows["dense"].append(dense_errors(pred, batch["vertices"].double()))
         rows["valid"].append(batch["valid"].to(torch.uint8))
     cat = {k: torch.cat(v).to(device) for k, v in rows.items()}
-    index, (pred, gt, yaw, dense, valid) = _gather_sorted(cat["index"], cat["pred"], cat["gt"], cat["yaw"],
+    index, (pred, gt, yaw, dense, valid) = gather_by_index(cat["index"], cat["pred"], cat["gt"], cat["yaw"],
                                                           cat["dense"], cat["valid"])
     if len(index) != len(loader.dataset):
         raise RuntimeError(f"evaluated {len(index)} of {len(loader.dataset)} samples")
@@ -151,7 +117,7 @@ def evaluate_florence(model, loader, *, device, input_size, root, topology, alig
             index.append(i)
             errors.append(err)
             valid.append(ok)
-    order, (errors, valid) = _gather_sorted(torch.tensor(index, device=device),
+    order, (errors, valid) = gather_by_index(torch.tensor(index, device=device),
                                             torch.tensor(errors, dtype=torch.float64, device=device),
                                             torch.tensor(valid, dtype=torch.uint8, device=device))
     if len(order) != len(dataset):
@@ -167,6 +133,33 @@ def evaluate_florence(model, loader, *, device, input_size, root, topology, alig
                "images": int(len(errors)), "skipped_images": int((~valid.astype(bool)).sum()),
                "errors": errors.tolist()}
     return metrics, errors
+
+
+def eval_loader(items, topology, bfm, *, input_size, box_scale, batch_size, workers, with_gt):
+    """Loader over this rank's share of ``items`` in index order; unreadable images stay in with valid=False."""
+    dataset = MeshDataset(items, topology, bfm, input_size=input_size, box_scale=box_scale, with_gt=with_gt)
+    return make_loader(dataset, batch_size=batch_size, train=False, workers=workers, seed=0,
+                       collate_fn=default_collate)
+
+
+def evaluate_all(model, names, *, root, topology, bfm, cfg, device, amp):
+    """{dataset: metrics} on the test sets ``names`` (aflw2000 | florence)."""
+    results = {}
+    for name in names:
+        loader = eval_loader(formats.list_samples(name, root), topology, bfm, input_size=cfg.data.input_size,
+                             box_scale=cfg.data.box_scale, batch_size=cfg.eval.batch_size,
+                             workers=cfg.data.num_workers, with_gt=name == "aflw2000")
+        if name == "aflw2000":
+            results[name], _ = evaluate_aflw2000(model, loader, device=device, input_size=cfg.data.input_size,
+                                                 landmark_ids=topology.landmark_ids, amp=amp)
+        elif name == "florence":
+            results[name], _ = evaluate_florence(
+                model, loader, device=device, input_size=cfg.data.input_size, root=root, topology=topology,
+                alignment=cfg.eval.florence_alignment, norm=cfg.eval.florence_norm, ced_max=cfg.eval.ced_max,
+                amp=amp)
+        else:
+            raise ValueError(f"unknown test set {name!r}; expected aflw2000 or florence")
+    return results
 
 
 def draw_ced(ax, curves, *, title, max_error):

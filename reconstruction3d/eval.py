@@ -23,8 +23,8 @@ from common.files import write_json
 from common.logger import log
 from reconstruction3d.data import load_topology
 from reconstruction3d.decoder import MeshRegressor, SpiralDecoder
-from reconstruction3d.engine import plot_ced
-from reconstruction3d.train import evaluate_all, mesh_hierarchy
+from reconstruction3d.engine import evaluate_all, plot_ced
+from reconstruction3d.train import mesh_hierarchy
 
 
 def load_model(checkpoint, *, arch, channels, hierarchy, mean_shape_baseline=False):
@@ -57,7 +57,7 @@ def main(cfg, args):
                        mean_shape_baseline=args.mean_shape_baseline).to(info.device)
     amp = cfg.train.amp and info.device.type == "cuda"
     results = evaluate_all(model, [args.dataset], root=data.root, topology=topology, bfm=bfm, cfg=cfg,
-                           device=info.device, world_size=info.world_size, amp=amp)
+                           device=info.device, amp=amp)
     metrics = {"checkpoint": os.path.abspath(args.checkpoint), "mean_shape_baseline": args.mean_shape_baseline,
                **results[args.dataset]}
     if distributed.is_main():

@@ -46,9 +46,8 @@ def landmarks_score(cfg, checkpoint, keys=None, split=None):
     from common.backbone import Backbone
     from common.checkpoint import load_checkpoint
     from landmarks import formats, scores
-    from landmarks.engine import evaluate
+    from landmarks.engine import eval_loader, evaluate
     from landmarks.heatmap_head import LandmarkModel
-    from landmarks.train import eval_loader
     data = cfg.data
     samples = formats.load_split(data.dataset, data.root, split or data.train_split, data.box)
     if keys is not None:
@@ -58,8 +57,7 @@ def landmarks_score(cfg, checkpoint, keys=None, split=None):
     model = LandmarkModel(Backbone(trained["arch"]), formats.N_POINTS[data.dataset], trained["head_width"])
     model.load_state_dict(state["model"], strict=True)
     device = _device()
-    loader = eval_loader(samples, input_size=data.input_size, box_scale=data.box_scale, batch_size=32,
-                         num_workers=0, world_size=1)
+    loader = eval_loader(samples, input_size=data.input_size, box_scale=data.box_scale, batch_size=32, workers=0)
     metrics, _, _ = evaluate(model.to(device), loader, samples, device=device, input_size=data.input_size,
                              decode=cfg.test.decode)
     return metrics[scores.PRIMARY[data.dataset]], scores.PRIMARY[data.dataset], True
@@ -98,7 +96,7 @@ def au_score(cfg, checkpoint, keys=None, split=None):
     from au_intensity.model import AUIntensityNet
     from common.backbone import build_backbone
     from common.checkpoint import load_checkpoint
-    from common.finetune import make_loader
+    from common.engine import make_loader
     d = cfg.data
     index = load_split(d.dataset, d.root, split or "train", fold=d.fold, fold_scheme=d.fold_scheme,
                        frames_dir=d.frames_dir or None, frame_name=d.frame_name or None)
@@ -128,7 +126,7 @@ def emotion_score(cfg, checkpoint, keys=None, split=None):
     """Mean of valence and arousal CCC on the held-out training images (accuracy when none has V/A)."""
     from common.backbone import build_backbone
     from common.checkpoint import load_checkpoint
-    from common.finetune import make_loader
+    from common.engine import make_loader
     from emotion.data import build_dataset, load_split, select
     from emotion.engine import evaluate
     from emotion.model import EmotionNet

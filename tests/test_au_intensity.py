@@ -221,18 +221,18 @@ def test_synthetic_finetune_generalises_to_held_out_subjects(tmp_path, small_pre
 def test_linear_mode_keeps_the_backbone_frozen(tmp_path):
     from au_intensity.model import AUIntensityNet
     from common.backbone import build_backbone
-    from common import finetune
+    from common import engine
     model = AUIntensityNet(build_backbone("resnet18"), 2)
-    finetune.configure_adaptation(model, "linear")
-    before = finetune.backbone_fingerprint(model)
+    engine.configure_adaptation(model, "linear")
+    before = engine.backbone_fingerprint(model)
     head = model.head.weight.detach().clone()
     data = [{"image": torch.randn(3, 32, 32), "target": torch.rand(2) * 5, "index": i} for i in range(8)]
-    loader = finetune.make_loader(data, batch_size=4, train=True, workers=0, seed=0)
+    loader = engine.make_loader(data, batch_size=4, train=True, workers=0, seed=0)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    finetune.train_one_epoch(model, loader, optimizer, [1e-2] * 2, 0,
-                             lambda out, b: (((out - b["target"]) ** 2).mean(), {}),
-                             device=torch.device("cpu"), mode="linear", amp=False, epoch=0, seed=0, writer=None)
-    assert torch.equal(before, finetune.backbone_fingerprint(model))        # weights and BN statistics
+    engine.train_one_epoch(model, loader, optimizer, [1e-2] * 2, 0,
+                           lambda out, b: (((out - b["target"]) ** 2).mean(), {}),
+                           device=torch.device("cpu"), mode="linear", amp=False, epoch=0, seed=0, writer=None)
+    assert torch.equal(before, engine.backbone_fingerprint(model))        # weights and BN statistics
     assert not torch.equal(head, model.head.weight)
 
 
@@ -256,13 +256,13 @@ def test_unreadable_frames_are_skipped_and_counted(tmp_path):
     from au_intensity.data import build_dataset
     from au_intensity.engine import evaluate
     from au_intensity.model import AUIntensityNet
-    from common import finetune
+    from common import engine
     from common.backbone import build_backbone
     _disfa_subject(str(tmp_path), "SN001", frames=6)
     (tmp_path / "Frames_LeftCamera" / "SN001" / "3.jpg").write_bytes(b"not a jpeg")
     index = index_split("disfa", str(tmp_path), ["SN001"])
     dataset = build_dataset(index, train=False, boxes_file="", input_size=32, box_scale=1.0, augment={})
-    loader = finetune.make_loader(dataset, batch_size=4, train=False, workers=0, seed=0)
+    loader = engine.make_loader(dataset, batch_size=4, train=False, workers=0, seed=0)
     assert sum(batch["skipped"] for batch in loader) == 1
     model = AUIntensityNet(build_backbone("resnet18"), len(L.DISFA_AUS))
     metrics, pred = evaluate(model, loader, index, device=torch.device("cpu"))

@@ -12,7 +12,7 @@ from PIL import Image
 from distill import leakage, pool
 from distill.data import UnlabelledDataset, labelled_mask
 from distill.teacher import check_teacher, teacher_targets
-from distill.train import checked_pool
+from distill.leakage import checked_pool
 from landmarks import formats
 from landmarks.data import IMAGENET_MEAN, IMAGENET_STD, LandmarkDataset
 from landmarks.heatmaps import render_heatmaps

@@ -7,14 +7,16 @@ import pytest
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from common import engine
 from common.config import load_config
+from common.finetune import select_training_keys
 from distill import collect, leakage, pool
 from distill import train as distill_train
 from distill.data import UnlabelledDataset
 from distill.teacher import load_landmark_model
 from landmarks import formats
 from landmarks import train as landmarks_train
-from landmarks.data import LandmarkDataset, few_shot
+from landmarks.data import LandmarkDataset
 
 SMALL = ["data.input_size=32", "data.heatmap_size=8", "model.head_width=32", "data.fraction=0.5",
          "data.test_splits=[common]", "optim.batch_size=3"]
@@ -63,7 +65,8 @@ def chained(setup):
 def _crops(cfg, pool_list):
     """The run's training crops without augmentation, as one batch."""
     samples = formats.load_split("300w", cfg.data.root, "train")
-    labelled = few_shot(samples, fraction=cfg.data.fraction, seed=cfg.data.subset_seed)
+    labelled = samples.select(select_training_keys(samples.keys, fraction=cfg.data.fraction,
+                                                   seed=cfg.data.subset_seed, subset_file="", out_dir=None))
     entries = pool.read_pool(pool_list)
     sets = [LandmarkDataset(labelled, input_size=32, box_scale=1.25),
             UnlabelledDataset(entries.paths, entries.boxes, n_points=68, input_size=32, box_scale=1.25)]
@@ -86,7 +89,7 @@ def test_one_step_moves_the_student_toward_the_teacher(setup):
     mse_before, mse_after = _mse(before, teacher, images), _mse(after, teacher, images)
     assert mse_after < 0.5 * mse_before, (mse_before, mse_after)
     log = [json.loads(line) for line in open(os.path.join(cfg.out, "log.jsonl"))]
-    losses = [r["loss"] for r in log if "loss" in r]
+    losses = [r["loss"] for r in log if "time_s" in r]                       # the epoch records
     assert len(losses) == 3 and losses[-1] < 0.5 * losses[0]                   # the distillation loss falls
 
 
@@ -113,7 +116,7 @@ def test_each_step_is_taught_by_the_previous_student(setup, chained):
     assert last["step"] == 2 and last["epoch"] == 2 and all(torch.equal(last["model"][k], step2[k]) for k in step2)
     assert results["n_unlabelled"] == 6 and results["amount"] == 1.0 and results["unreadable_images"] == 0
     log = [json.loads(line) for line in open(os.path.join(cfg.out, "log.jsonl"))]
-    assert [(r["step"], r["epoch"]) for r in log if "loss" in r] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(r["step"], r["epoch"]) for r in log if "time_s" in r] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [r["step"] for r in log if "test" in r] == [1, 2]
 
 
@@ -122,18 +125,18 @@ def test_resume_in_the_middle_of_a_step(setup, chained, tmp_path, monkeypatch):
     base, root, pool_list, _, _ = setup
     cfg, results, _ = chained
     out = tmp_path / "resumed"
-    calls, real = [], distill_train.train_one_epoch
+    calls, real = [], engine.train_one_epoch
 
     def stop_at_fourth(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(distill_train, "train_one_epoch", stop_at_fourth)
+    monkeypatch.setattr(engine, "train_one_epoch", stop_at_fourth)
     with pytest.raises(KeyboardInterrupt):
         distill_train.main(_distill_cfg(root, pool_list, base / "teacher" / "last.pth", out, *CHAIN))
     assert torch.load(out / "last.pth", weights_only=True)["step"] == 2
-    monkeypatch.setattr(distill_train, "train_one_epoch", real)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
     resumed = distill_train.main(_distill_cfg(root, pool_list, base / "teacher" / "last.pth", out, *CHAIN))
     a = torch.load(os.path.join(cfg.out, "last.pth"), weights_only=True)["model"]
     b = torch.load(out / "last.pth", weights_only=True)["model"]

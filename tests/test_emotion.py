@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from common.config import load_config
-from common.finetune import make_loader
+from common.engine import make_loader
 from common.metrics import ccc, pcc
 from emotion.affectnet import HEADER, AnnotationError, read_affectnet_list
 from emotion.engine import evaluate

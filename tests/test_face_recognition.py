@@ -206,9 +206,9 @@ def test_train_writes_run_and_exports_backbone(trained):
                  "ijbc_scores.npz", "ijbb_roc.png", "ijbc_roc.png"):
         assert os.path.isfile(os.path.join(out, name)), name
     epochs = [json.loads(line) for line in open(os.path.join(out, "log.jsonl")) if '"epoch"' in line]
-    epochs = [r for r in epochs if "unreadable" in r]
-    assert [r["epoch"] for r in epochs] == [0, 1] and all(math.isfinite(r["loss"]) for r in epochs)
-    assert sum(r["unreadable"] for r in epochs) >= 1  # the corrupt file is skipped and counted
+    epochs = [r for r in epochs if "skipped_images" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2] and all(math.isfinite(r["loss"]) for r in epochs)
+    assert sum(r["skipped_images"] for r in epochs) >= 1  # the corrupt file is skipped and counted
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     for bench in ("ijbb", "ijbc"):
         saved = np.load(os.path.join(out, f"{bench}_scores.npz"))
@@ -240,7 +240,7 @@ def test_eval_cli_on_one_and_two_processes_then_resume(trained, tmp_path):
     assert results == {b: metrics[b] for b in ("ijbb", "ijbc")}
     _run(args[:-2] + ["optim.epochs=3", "optim.batch_size=6", "eval.after_train=false"])
     records = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
-    assert {"event": "resume", "epoch": 2} in records and records[-1]["epoch"] == 2
+    assert {"event": "resume", "epoch": 2} in records and records[-1]["epoch"] == 3
 
 
 def test_cosface_lifts_ijb_tar_clearly_above_a_random_init(small_preset, tmp_path):

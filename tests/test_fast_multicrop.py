@@ -3,6 +3,7 @@ recipe (pretrain/data.py MultiCropTransform, torchvision v1): parameter distribu
 binomial bounds on a few hundred seeded draws), each op against torchvision's tensor functions,
 decoding against PIL, worker vs device paths, and whole-pipeline output statistics."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from torchvision.transforms.v2 import functional as F2
 from pretrain import fast_color as fc
 from pretrain.collapse import CollapseGuard
 from pretrain.data import MEAN, STD, ImageDataset, MultiCropTransform, collate_skip_bad, load_rgb
-from pretrain.fast_multicrop import (DeviceAugment, FastMultiCrop, build_transform, crop_boxes, load_image,
-                                     resolve_num_workers)
+from pretrain.fast_multicrop import (DeviceAugment, FastMultiCrop, build_transform, crop_boxes, decode_image,
+                                     load_image, resolve_num_workers)
 
 N = 300  # draws per distribution test
 
@@ -245,6 +246,32 @@ def test_decode_matches_pil_and_rejects_broken_files(tmp_path):
     for name in ("truncated.jpg", "zero.jpg", "text.jpg", "missing.jpg"):
         assert load_image(str(tmp_path / name)) is None, name
         assert ImageDataset([str(tmp_path / name)], tiny)[(0, 1)] is None, name
+
+
+def test_decode_raises_no_deprecation_warning(tmp_path):
+    """A JPEG (whole and DCT-scaled), a PNG and a 16-bit PNG decode to PIL's pixels without a
+    DeprecationWarning (torchvision's decoders, deprecated since 0.29, are not used)."""
+    img = _scene(64, 80)
+    img.save(tmp_path / "a.jpg", quality=90)
+    img.save(tmp_path / "a.png")
+    grey = (np.arange(64 * 80).reshape(64, 80) * 13 % 65536).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")  # mode I;16
+    names = ("a.jpg", "a.png", "grey16.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = {name: decode_image((tmp_path / name).read_bytes()) for name in names}
+        small, full = decode_image((tmp_path / "a.jpg").read_bytes(), min_side=16)
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    for name, (ours, size) in decoded.items():
+        ref = np.asarray(load_rgb(str(tmp_path / name)))
+        assert size == (64, 80) and ours.dtype == torch.uint8 and ours.shape == (3, 64, 80), name
+        assert np.abs(ours.permute(1, 2, 0).numpy().astype(int) - ref).max() <= 1, name
+    assert (decoded["grey16.png"][0].numpy() == (grey >> 8)[None]).all()  # the top 8 bits, not clipped
+    with Image.open(tmp_path / "a.jpg") as pil:
+        pil.draft("RGB", (20, 16))  # libjpeg's 1/4 DCT scaling: 64 // 4 = 16 >= min_side
+        ref = np.asarray(pil.convert("RGB"))
+    assert full == (64, 80) and small.shape == (3, 16, 20)
+    assert np.abs(small.permute(1, 2, 0).numpy().astype(int) - ref).max() <= 1
 
 
 def test_reduced_size_jpeg_decode_keeps_the_crops(tmp_path):

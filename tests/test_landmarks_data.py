@@ -10,7 +10,8 @@ from PIL import Image
 
 from common.landmark_schemes import flip_permutation
 from landmarks import formats, scores
-from landmarks.data import LandmarkDataset, few_shot, round_trip, train_augment
+from common.finetune import select_training_keys
+from landmarks.data import LandmarkDataset, round_trip, train_augment
 from landmarks.heatmaps import crop_to_heatmap, decode_heatmaps, flip_heatmaps, render_heatmaps
 from common.transforms import LandmarkAugment
 
@@ -244,10 +245,12 @@ def test_dataset_check_cli(synthetic_root, tmp_path, capsys):
 
 def test_few_shot_subset_is_deterministic_and_reusable(root_300w, tmp_path):
     train = formats.load_split("300w", str(root_300w), "train")
-    a = few_shot(train, fraction=0.5, seed=3, save_to=str(tmp_path / "keys.txt"))
+    def few_shot(samples, **kwargs):
+        return samples.select(select_training_keys(samples.keys, **{"subset_file": "", "out_dir": None, **kwargs}))
+    a = few_shot(train, fraction=0.5, seed=3, out_dir=str(tmp_path))
     b = few_shot(train.select([5, 4, 3, 2, 1, 0]), fraction=0.5, seed=3)
-    assert len(a) == 3 and a.keys == b.keys
-    c = few_shot(train, fraction=1.0, seed=0, subset_file=str(tmp_path / "keys.txt"))
+    assert len(a) == 3 and sorted(a.keys) == sorted(b.keys)
+    c = few_shot(train, fraction=1.0, seed=0, subset_file=str(tmp_path / "subset_keys.txt"))
     assert c.keys == a.keys
     np.testing.assert_array_equal(c.points, train.points[[train.keys.index(k) for k in a.keys]])
 

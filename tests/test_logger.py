@@ -1,5 +1,8 @@
-"""log.jsonl writer and reader: one object per line, non-finite values kept readable, torn tails."""
+"""log.jsonl writer and reader: one object per line, non-finite values kept readable, torn tails, TensorBoard."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,3 +64,27 @@ def test_first_paths_names_ten_and_counts_the_rest():
     assert first_paths(["a", "b"]) == "a, b"
     named = first_paths([f"img{i}.jpg" for i in range(12)])
     assert named == ", ".join(f"img{i}.jpg" for i in range(10)) + " (first 10 of 12)"
+
+
+def test_tensorboard_mirror_holds_the_same_scalars(tmp_path):
+    """tensorboard=true: step records at their iteration under step/, epoch records at their epoch under
+    epoch/, nested dicts flattened; read back with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    writer = JsonlWriter(str(tmp_path / "log.jsonl"), tensorboard=True)
+    writer.write({"epoch": 1, "iteration": 0, "loss": 2.0, "lr": 0.1})
+    writer.write({"epoch": 1, "iteration": 5, "loss": 1.5, "lr": 0.1})
+    writer.write({"epoch": 1, "loss": 1.75, "val_nme": 0.25, "probe": {"knn": 0.5}, "note": "text"})
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert sorted(events.Tags()["scalars"]) == ["epoch/loss", "epoch/probe/knn", "epoch/val_nme", "step/loss",
+                                                "step/lr"]
+    assert [(e.step, e.value) for e in events.Scalars("step/loss")] == [(0, 2.0), (5, 1.5)]
+    assert [(e.step, e.value) for e in events.Scalars("epoch/val_nme")] == [(1, 0.25)]
+    assert read_jsonl(str(tmp_path / "log.jsonl"))[2]["note"] == "text"          # log.jsonl unchanged
+
+
+def test_tensorboard_is_imported_only_when_switched_on(tmp_path):
+    code = ("import sys; from common.logger import JsonlWriter; "
+            f"JsonlWriter({str(tmp_path / 'log.jsonl')!r}).write({{'iteration': 0, 'loss': 1.0}}); "
+            "assert not any(m.startswith(('tensorboard', 'torch.utils.tensorboard')) for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert not (tmp_path / "tensorboard").exists()

@@ -29,9 +29,10 @@ def test_grid_names_map_to_config_keys_and_missing_keys_name_the_task():
     assert sweep.resolve_key("lr", LM_CONFIG, "landmarks") == "optim.lr"
     assert sweep.resolve_key("backbone_lr_mult", LM_CONFIG, "landmarks") == "optim.backbone_lr_mult"
     assert sweep.resolve_key("data.sigma", LM_CONFIG, "landmarks") == "data.sigma"
-    with pytest.raises(SystemExit, match="reconstruction3d .* no key 'optim.backbone_lr_mult'"):
-        sweep.resolve_key("backbone_lr_mult", os.path.join(ROOT, "reconstruction3d/configs/300wlp.yaml"),
-                          "reconstruction3d")
+    r3d = os.path.join(ROOT, "reconstruction3d/configs/300wlp.yaml")
+    assert sweep.resolve_key("backbone_lr_mult", r3d, "reconstruction3d") == "optim.backbone_lr_mult"
+    with pytest.raises(SystemExit, match="reconstruction3d .* no key 'optim.warmup'"):
+        sweep.resolve_key("optim.warmup", r3d, "reconstruction3d")
 
 
 def test_run_hash_uses_resolved_values():
