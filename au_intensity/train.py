@@ -8,8 +8,6 @@ split), predictions.npz, metrics.json}; resumes from last.pth when it exists. DI
 separate runs; ``python -m au_intensity.eval --pool`` scores their pooled test predictions.
 """
 
-import torch
-
 from au_intensity.data import LAYOUT_KEYS, build_dataset, split_dataset
 from au_intensity.engine import evaluate, test_and_save
 from au_intensity.model import AUIntensityNet, au_l2_loss
@@ -18,7 +16,6 @@ from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint
 from common.config import cli
 from common.logger import log
-from common.optim import param_groups
 
 
 def l2_loss(outputs, batch):
@@ -53,9 +50,7 @@ def main(cfg):
 
     model = AUIntensityNet(build_backbone(cfg.model.arch, cfg.model.init), len(full.index.aus))
     model = engine.prepare_model(model, mode=mode, device=device)
-    optimizer = torch.optim.Adam(param_groups(model, weight_decay=optim.weight_decay,
-                                              backbone_lr_mult=optim.backbone_lr_mult),
-                                 lr=optim.lr, betas=tuple(optim.betas))
+    optimizer = engine.build_optimizer(model, optim)
     lrs = engine.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
                            milestones=optim.milestones, gamma=optim.gamma)
     split_name = f"{data.dataset} fold {data.fold} ({data.fold_scheme})" if data.dataset == "disfa" else data.dataset

@@ -8,13 +8,10 @@ resumes from last.pth when it exists. AffectNet's validation list is the test se
 not released), so no checkpoint is selected on it: the last epoch is tested.
 """
 
-import torch
-
 from common import distributed, engine, finetune
 from common.backbone import build_backbone
 from common.config import cli
 from common.logger import log
-from common.optim import param_groups
 from emotion.data import build_dataset, load_split, select
 from emotion.engine import test_and_save
 from emotion.model import EmotionLoss, EmotionNet
@@ -41,9 +38,7 @@ def main(cfg):
 
     model = engine.prepare_model(EmotionNet(build_backbone(cfg.model.arch, cfg.model.init), data.num_classes),
                                  mode=mode, device=device)
-    optimizer = torch.optim.Adam(param_groups(model, weight_decay=optim.weight_decay,
-                                              backbone_lr_mult=optim.backbone_lr_mult),
-                                 lr=optim.lr, betas=tuple(optim.betas))
+    optimizer = engine.build_optimizer(model, optim)
     lrs = engine.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
                            milestones=optim.milestones, gamma=optim.gamma)
     log(f"{len(train_set)} training faces ({data.fraction:.3g} of AffectNet training.csv; dropped "

@@ -8,15 +8,12 @@ resumes from last.pth when it exists. The loop, resume and best-checkpoint rule 
 """
 import json
 
-import torch
-
 from common import distributed, engine, finetune
 from common.backbone import build_backbone
 from common.checkpoint import load_checkpoint
 from common.config import cli
 from common.landmark_schemes import flip_permutation
 from common.logger import log
-from common.optim import param_groups
 from landmarks import formats, scores
 from landmarks.data import LandmarkDataset, train_augment
 from landmarks.engine import eval_loader, evaluate, gt_targets, heatmap_loss, test_splits
@@ -55,9 +52,7 @@ def main(cfg):
 
     model = build_model(arch=cfg.model.arch, init=cfg.model.init, n_points=n_points, head_width=cfg.model.head_width)
     model = engine.prepare_model(model, mode=mode, device=device)
-    optimizer = torch.optim.Adam(param_groups(model, weight_decay=optim.weight_decay,
-                                              backbone_lr_mult=optim.backbone_lr_mult),
-                                 lr=optim.lr, betas=tuple(optim.betas))
+    optimizer = engine.build_optimizer(model, optim)
     lrs = engine.lr_values(optim.schedule, base_lr=optim.lr, epochs=optim.epochs, iters_per_epoch=len(loader),
                            milestones=optim.milestones, gamma=optim.gamma)
     targets = gt_targets(input_size=data.input_size, heatmap_size=data.heatmap_size, sigma=data.sigma)
