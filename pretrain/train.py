@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from common import distributed as dist
+from common import engine
 from common.backbone import build_backbone
 from common.checkpoint import make_state, restore, save_checkpoint, unwrap
 from common.config import cli, git_sha, save_config
@@ -37,8 +38,6 @@ from pretrain.preempt import StopRequest, ignore_stop_signals
 from pretrain.probes import build_probes, plot_probes
 from pretrain.shards import open_pretrain_data
 from pretrain.swav import EmbeddingQueue, SwAVModel, check_epsilon, swav_loss
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 def replace_batchnorm(module: nn.Module, max_groups: int = 32) -> nn.Module:
@@ -265,9 +264,7 @@ def main(cfg):
     optimizer = build_optimizer(cfg, model)
     lrs = cosine_schedule(cfg.optim.lr, cfg.optim.final_lr, cfg.optim.epochs, ipe,
                           warmup_epochs=cfg.optim.warmup_epochs, start_warmup_value=cfg.optim.warmup_start_lr)
-    if cfg.amp not in AMP_DTYPES:
-        raise ValueError(f"amp={cfg.amp!r}: expected one of {list(AMP_DTYPES)}")
-    amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None  # CPU runs stay float32
+    amp_dtype = engine.amp_dtype(cfg.amp, device)  # CPU runs stay float32
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     # --- resume ---
