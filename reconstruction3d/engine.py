@@ -5,7 +5,12 @@ the normalised crop frame of ``reconstruction3d.data``. Evaluation maps predicti
 
 - AFLW2000-3D "NME (68 points)" (Table 9): 2-D error of the 68 landmark vertices against
   ``pt3d_68``, normalised by sqrt(w h) of the GT landmark box, per |yaw| bin and the mean of the
-  three bin means (``common.metrics.nme_aflw2000``; anchors_landmarks_3d.md §4.3). In %.
+  three bin means (``common.metrics.nme_aflw2000``; anchors_landmarks_3d.md §4.3). In %. The |yaw|
+  comes from ``eval.yaw_source``: ``pose_file`` (3DDFA's ``AFLW2000-3D-new.pose.npy``, the split of
+  the published 3DDFA numbers, 1306 / 462 / 232; cleardusk/3DDFA ``benchmark_aflw2000.py``) or
+  ``pose_para`` (each ``.mat``'s Pose_Para, identical to 3DDFA's ``AFLW2000-3D.pose.npy``, 1312 / 383
+  / 305); a missing pose file falls back to Pose_Para with a warning. metrics.json records the
+  source and the images per bin.
 - dense vertex NME (anchors §4.4, 2DASL): mean 3-D vertex distance over all vertices, depth of
   both meshes centred on their mean (the offset is unobservable), normalised by sqrt(w h) of the
   GT mesh's 2-D box; ``dense_nme`` as predicted and ``dense_nme_rigid`` after the best rotation
@@ -20,10 +25,12 @@ from torch.utils.data import default_collate
 
 from common.engine import make_loader
 from common.finetune import gather_by_index
-from common.logger import progress
+from common.logger import log, progress
 from common.metrics import ced, nme_aflw2000
 from reconstruction3d import formats, rigid
-from reconstruction3d.data import MeshDataset, denormalise_vertices
+from reconstruction3d.data import MeshDataset, denormalise_vertices, yaw_bin_counts
+
+YAW_SOURCES = ("pose_file", "pose_para")
 
 
 def l1_loss(pred, target, valid):
@@ -60,8 +67,24 @@ def dense_errors(pred, gt):
     return torch.stack([raw, rigid_err], 1)
 
 
-def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=False):
-    """(metrics dict, per-image NME (N,)) on an AFLW2000-3D loader of ``MeshDataset(with_gt=True)``."""
+def aflw2000_yaws(root, count, *, source, pose_file):
+    """(|yaw| degrees (count,) in sorted image order, or None for Pose_Para; {yaw_source, pose_file}) of the
+    ``eval.yaw_source`` / ``eval.pose_file`` settings (module docstring); warns when falling back."""
+    if source not in YAW_SOURCES:
+        raise ValueError(f"eval.yaw_source must be one of {YAW_SOURCES}, got {source!r}")
+    if source == "pose_para":
+        return None, {"yaw_source": "pose_para", "pose_file": None}
+    found = formats.find_pose_file(pose_file, root)
+    if found is None:
+        log(f"WARNING: AFLW2000-3D pose file {pose_file!r} not found under {root}; the yaw bins come from "
+            f"Pose_Para instead (they differ from 3DDFA's published split: see reconstruction3d/README.md)")
+        return None, {"yaw_source": "pose_para", "yaw_source_requested": "pose_file", "pose_file": None}
+    return formats.read_pose_file(found, count), {"yaw_source": "pose_file", "pose_file": str(found)}
+
+
+def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=False, yaws=None, yaw_info=None):
+    """(metrics dict, per-image NME (N,)) on an AFLW2000-3D loader of ``MeshDataset(with_gt=True)``; the
+    |yaw| bins come from ``yaws`` (one per dataset item, e.g. ``aflw2000_yaws``) or else Pose_Para."""
     model.eval()
     ids = torch.as_tensor(landmark_ids, dtype=torch.long)
     rows = {k: [] for k in ("index", "pred", "gt", "yaw", "dense", "valid")}
@@ -81,6 +104,11 @@ def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=Fa
     valid = valid.astype(bool)
     if not valid.any():
         raise RuntimeError("no readable AFLW2000-3D image")
+    if yaws is not None:
+        yaw = np.asarray(yaws, dtype=np.float64)[index]
+    yaw_info = dict(yaw_info or {"yaw_source": "pose_file" if yaws is not None else "pose_para"})
+    yaw_info["yaw_bins"] = yaw_bin_counts(yaw[valid])
+    log(f"AFLW2000-3D yaw bins from {yaw_info['yaw_source']}: {yaw_info['yaw_bins']}")
     nme = nme_aflw2000(pred[valid], gt[valid], yaw[valid])
     per_image = np.linalg.norm(pred[valid, :, :2] - gt[valid, :, :2], axis=-1).mean(-1)
     wh = np.ptp(gt[valid, :, :2], axis=1)
@@ -88,7 +116,7 @@ def evaluate_aflw2000(model, loader, *, device, input_size, landmark_ids, amp=Fa
     metrics = {"nme68": {k: 100 * v for k, v in nme.items()},
                "dense_nme": 100 * float(dense[valid, 0].mean()),
                "dense_nme_rigid": 100 * float(dense[valid, 1].mean()),
-               "images": int(valid.sum()), "skipped_images": int((~valid).sum())}
+               "images": int(valid.sum()), "skipped_images": int((~valid).sum()), **yaw_info}
     return metrics, per_image
 
 
@@ -135,30 +163,39 @@ def evaluate_florence(model, loader, *, device, input_size, root, topology, alig
     return metrics, errors
 
 
-def eval_loader(items, topology, bfm, *, input_size, box_scale, batch_size, workers, with_gt):
+def eval_loader(items, topology, bfm, *, input_size, box_scale, batch_size, workers, with_gt, pt3d_one_based=False,
+                mesh_optional=False):
     """Loader over this rank's share of ``items`` in index order; unreadable images stay in with valid=False."""
-    dataset = MeshDataset(items, topology, bfm, input_size=input_size, box_scale=box_scale, with_gt=with_gt)
+    dataset = MeshDataset(items, topology, bfm, input_size=input_size, box_scale=box_scale, with_gt=with_gt,
+                          pt3d_one_based=pt3d_one_based, mesh_optional=mesh_optional)
     return make_loader(dataset, batch_size=batch_size, train=False, workers=workers, seed=0,
                        collate_fn=default_collate)
 
 
 def evaluate_all(model, names, *, root, topology, bfm, cfg, device, amp):
-    """{dataset: metrics} on the test sets ``names`` (aflw2000 | florence)."""
+    """{dataset: metrics} on the test sets ``names`` (aflw2000 | florence); the AFLW2000-3D yaw source and the
+    pt3d_68 convention come from ``cfg`` (eval.yaw_source, eval.pose_file, data.pt3d_one_based)."""
     results = {}
     for name in names:
-        loader = eval_loader(formats.list_samples(name, root), topology, bfm, input_size=cfg.data.input_size,
-                             box_scale=cfg.data.box_scale, batch_size=cfg.eval.batch_size,
-                             workers=cfg.data.num_workers, with_gt=name == "aflw2000")
+        if name not in ("aflw2000", "florence"):
+            raise ValueError(f"unknown test set {name!r}; expected aflw2000 or florence")
+        items = formats.list_samples(name, root)
+        loader = eval_loader(items, topology, bfm, input_size=cfg.data.input_size, box_scale=cfg.data.box_scale,
+                             batch_size=cfg.eval.batch_size, workers=cfg.data.num_workers,
+                             with_gt=name == "aflw2000", mesh_optional=name == "florence",
+                             pt3d_one_based=name == "aflw2000" and cfg.data.get("pt3d_one_based", False))
         if name == "aflw2000":
+            yaws, yaw_info = aflw2000_yaws(root, len(items), source=cfg.eval.get("yaw_source", "pose_file"),
+                                           pose_file=cfg.eval.get("pose_file", formats.POSE_FILE))
             results[name], _ = evaluate_aflw2000(model, loader, device=device, input_size=cfg.data.input_size,
-                                                 landmark_ids=topology.landmark_ids, amp=amp)
+                                                 landmark_ids=topology.landmark_ids, amp=amp, yaws=yaws,
+                                                 yaw_info=yaw_info)
+            results[name]["pt3d_one_based"] = loader.dataset.pt3d_one_based
         elif name == "florence":
             results[name], _ = evaluate_florence(
                 model, loader, device=device, input_size=cfg.data.input_size, root=root, topology=topology,
                 alignment=cfg.eval.florence_alignment, norm=cfg.eval.florence_norm, ced_max=cfg.eval.ced_max,
                 amp=amp)
-        else:
-            raise ValueError(f"unknown test set {name!r}; expected aflw2000 or florence")
     return results
 
 

@@ -115,7 +115,7 @@ def plan(args, spec, grid):
     jobs = []
     for (name, init), combo in itertools.product(inits, itertools.product(*[v for _, v in grid])):
         point = [f"model.init={init}"] + [f"{k}={v}" for (k, _), v in zip(grid, combo)]
-        overrides = base + point + split_overrides + list(spec["off"])
+        overrides = base + point + split_overrides + list(spec["off"]) + list(spec.get("search_only", ()))
         resolved = load_config(args.config, overrides)            # type-checks every override
         run_dir = os.path.join(args.out, "runs", run_hash(args.task, args.config, overrides, resolved, extra))
         common = ["--config", args.config, *overrides]
@@ -178,16 +178,37 @@ def select(jobs):
 
 
 def refit(args, spec, job, launch):
-    """Train the selected configuration on the whole data point; returns (run dir, metrics)."""
-    overrides = list(args.overrides) + job["point"]
+    """Train the selected configuration on the whole data point; returns (run dir, metrics).
+
+    The task's own checkpoint selection stays off (``spec["off"]``, last), so a config whose
+    ``data.val_split`` names a test split can never pick the refit's checkpoint on it."""
+    overrides = list(args.overrides) + job["point"] + list(spec["off"])
     resolved = load_config(args.config, overrides)
-    run_dir = os.path.join(args.out, "final", f"{job['init_name']}_{run_hash(args.task, args.config, overrides, resolved)}")
+    tag = run_hash(args.task, args.config, overrides, resolved)
+    run_dir = args.final_out or os.path.join(args.out, "final", f"{job['init_name']}_{tag}")
     metrics_path = os.path.join(run_dir, "metrics.json")
     if not os.path.isfile(metrics_path):
         run_logged(launch + [spec["module"], "--config", args.config, *overrides, f"out={run_dir}"],
                    os.path.join(run_dir, "stdout.log"))
+    write_json(os.path.join(run_dir, "search.json"),
+               {"task": args.task, "init": job["init"], "chosen": job["combo"], "validation": job["val_result"],
+                "sweep": os.path.abspath(args.out), "refit_overrides": overrides})
     with open(metrics_path) as f:
         return run_dir, json.load(f)
+
+
+def count(args, grid):
+    """{"runs", "epochs", "gpu_hours"}: the sweep's training runs (grid x inits + one refit per init), their
+    summed epochs and, with ``--images`` (the full training set), the GPU-hours at ``--img-per-s`` images per
+    second per GPU on ``--gpus`` GPUs a run; from the config alone (no data read), for DRY_RUN estimates."""
+    inits = max(len(args.init), 1)
+    combos = list(itertools.product(*[v for _, v in grid]))
+    keys = [k for k, _ in grid]
+    cfg = load_config(args.config, list(args.overrides))
+    epochs = [int(dict(zip(keys, c)).get("optim.epochs", cfg.optim.epochs)) for c in combos]
+    total = inits * (sum(epochs) + max(epochs))
+    hours = total * args.images * float(cfg.data.fraction) / args.img_per_s / 3600 * args.gpus
+    return {"runs": inits * (len(combos) + 1), "epochs": total, "gpu_hours": round(hours, 2)}
 
 
 def main(argv=None):
@@ -203,10 +224,21 @@ def main(argv=None):
     parser.add_argument("--launch", default="", help='train launcher, e.g. "torchrun --nproc_per_node=2 -m"')
     parser.add_argument("--emit", choices=("shell", "slurm"), help="print / write the jobs instead of running them")
     parser.add_argument("--no-refit", action="store_true", help="report the selected run itself on test")
+    parser.add_argument("--final-out", default="", help="folder of the refit run (one --init only; a table's cell)")
+    parser.add_argument("--count", action="store_true",
+                        help="print {runs, epochs, gpu_hours} of the sweep (refit at the longest schedule) and exit")
+    parser.add_argument("--images", type=int, default=0, help="--count: training images at data.fraction 1")
+    parser.add_argument("--img-per-s", type=float, default=1000.0, help="--count: training images/s per GPU")
+    parser.add_argument("--gpus", type=int, default=1, help="--count: GPUs per training run")
     parser.add_argument("overrides", nargs="*", help="key=value of the data point (data.root, data.fraction, ...)")
     args = parser.parse_intermixed_args(argv)
     spec = TASKS[args.task]
     grid = [(resolve_key(k, args.config, args.task), v) for k, v in parse_grid(args.grid)]
+    if args.final_out and len(args.init) > 1:
+        raise SystemExit("sweep: --final-out holds one refit: give one --init")
+    if args.count:
+        print(json.dumps(count(args, grid)))
+        return None
     jobs, validation, launch = plan(args, spec, grid)
     if args.emit:
         return emit(jobs, args.emit, args.out)

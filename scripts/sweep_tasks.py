@@ -11,12 +11,15 @@ a validation set drawn from the data point's own training data, never on a test 
   held-out keys here with the task's own evaluation code.
 - DISFA: the paper group's folds hold out validation subjects (``au_intensity/labels.py``); those
   are scored instead (``data.val_split`` of the task names them).
-- face recognition has no validation protocol in this repository (IJB-B/C are its test sets), so
-  it cannot be swept: its spec raises.
+- face recognition: IJB-B/C are its test sets, so the sweep holds out whole VGGFace2 training identities
+  and scores 1:1 verification among their faces (TAR at FAR 1e-3 over every same / different-identity
+  pair, at most 10 faces of 400 identities), the protocol of the test sets at a size that scores in seconds.
+- WFLW holds several faces of one image; a validation split is grouped by source image
+  (``_source_image``), so no image has faces on both sides.
 
     python scripts/sweep_val.py --task landmarks --config C --checkpoint RUN/last.pth --keys VAL.txt [key=value ...]
 """
-import torch
+import os
 
 # Short grid names (paper §3.3: learning rate, scheduler duration, backbone relative learning rate).
 ALIASES = {"lr": "optim.lr", "epochs": "optim.epochs", "backbone_lr_mult": "optim.backbone_lr_mult",
@@ -24,6 +27,7 @@ ALIASES = {"lr": "optim.lr", "epochs": "optim.epochs", "backbone_lr_mult": "opti
 
 
 def _device():
+    import torch  # here, not at the top: ``sweep.py --count`` runs once per table cell without torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -165,6 +169,7 @@ def r3d_group(key):
 
 def r3d_score(cfg, checkpoint, keys=None, split=None):
     """Mean absolute vertex error (the training loss, on normalised crops) of the held-out 300W-LP faces."""
+    import torch
     from torch.utils.data import DataLoader
     from reconstruction3d import formats
     from reconstruction3d.data import MeshDataset, load_topology
@@ -201,24 +206,72 @@ def r3d_test(metrics):
     return {f"{name}.{k}": v for name in ("aflw2000",) for k, v in (metrics.get(name, {}).get("nme68") or {}).items()}
 
 
-def _no_keys(cfg):
-    raise SystemExit("face_recognition cannot be swept: it has no validation protocol here (IJB-B / IJB-C are "
-                     "its test sets, and selecting on them would report a tuned test number). A held-out-identity "
-                     "verification split in face_recognition/ would be needed.")
+# ---------------------------------------------------------------- face recognition (§5.1)
+def fr_keys(cfg):
+    from face_recognition.data import load_vggface2
+    from face_recognition.eval import benchmark_root
+    return load_vggface2(benchmark_root(cfg.data.root, cfg.data.vggface2), cfg.data.split)["paths"].tolist()
+
+
+def fr_score(cfg, checkpoint, keys=None, split=None, per_identity=10, identities=400, far=1e-3):
+    """TAR at ``far`` of 1:1 verification among the held-out identities' faces (every pair of at most
+    ``per_identity`` faces of the first ``identities`` identities, embedded with their flips as IJB is)."""
+    import numpy as np
+    from common.checkpoint import load_checkpoint
+    from common.metrics import tar_at_far
+    from face_recognition.data import AlignedFaces, load_vggface2
+    from face_recognition.eval import benchmark_root
+    from face_recognition.ijb import extract_features
+    from face_recognition.model import embedder_from_state
+    if split is not None or keys is None:
+        raise ValueError("face_recognition is validated on held-out training identities (--keys), not a split")
+    d, m = cfg.data, cfg.model
+    root = benchmark_root(d.root, d.vggface2)
+    index = load_vggface2(root, d.split)
+    rows = np.asarray(_rows(index["paths"].tolist(), sorted(keys)))
+    ids = index["identities"][rows]
+    chosen = np.unique(ids)[:identities]
+    rank = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])          # rows are sorted by identity
+    within = np.arange(len(ids)) - np.repeat(rank, np.diff(np.append(rank, len(ids))))
+    rows = rows[np.isin(ids, chosen) & (within < per_identity)]
+    labels = np.unique(index["identities"][rows], return_inverse=True)[1]
+    faces = AlignedFaces(index["paths"][rows], index["points"][rows], labels, size=d.size, mean=d.mean, std=d.std,
+                         root=os.path.join(root, d.split))
+    embedder = embedder_from_state(load_checkpoint(checkpoint), checkpoint, arch=m.arch,
+                                   embedding_dim=m.embedding_dim, head=m.head).to(_device())
+    feats, readable = extract_features(embedder, faces, batch_size=cfg.eval.batch_size, num_workers=0,
+                                       device=_device())
+    feats = feats[readable] / np.maximum(np.linalg.norm(feats[readable], axis=1, keepdims=True), 1e-12)
+    labels = labels[readable]
+    i, j = np.triu_indices(len(feats), k=1)
+    scores = np.einsum("nd,nd->n", feats[i], feats[j])
+    return float(tar_at_far(scores, labels[i] == labels[j], (far,))[far]), f"tar_at_far_{far:g}", False
+
+
+def fr_test(metrics):
+    return {f"{b}.tar@{far}": v for b in ("ijbb", "ijbc") for far, v in (metrics.get(b) or {}).get("tar_at_far",
+                                                                                                    {}).items()}
 
 
 def _whole_key(key):
     return key
 
 
+def _source_image(key):
+    """A landmark key's image: WFLW keys are ``image@cx_cy`` and AFLW's ``image#i`` (several faces per image)."""
+    return key.split("@", 1)[0].split("#", 1)[0]
+
+
 def _subject(key):
+    """A video subject (AU keys) or a VGGFace2 identity (``n000002/0001_01.jpg``): the part before the first /."""
     return key.split("/", 1)[0]
 
 
 # task -> what the sweep needs. ``off``: overrides that switch off the task's own checkpoint selection
-# during the sweep (landmarks' val_split may name a test split such as 300W "common").
+# in the sweep's runs and in the refit (landmarks' val_split may name a test split such as 300W "common");
+# ``search_only``: overrides of the sweep's runs only (no IJB evaluation of runs that are only validated).
 TASKS = {
-    "landmarks": dict(module="landmarks.train", keys=landmarks_keys, group=_whole_key, native=lambda cfg: None,
+    "landmarks": dict(module="landmarks.train", keys=landmarks_keys, group=_source_image, native=lambda cfg: None,
                       score=landmarks_score, test=landmarks_test, off=("data.val_split=",)),
     "au_intensity": dict(module="au_intensity.train", keys=au_keys, group=_subject, native=au_native,
                          score=au_score, test=au_test, off=("data.val_split=",)),
@@ -226,8 +279,8 @@ TASKS = {
                     score=emotion_score, test=emotion_test, off=()),
     "reconstruction3d": dict(module="reconstruction3d.train", keys=r3d_keys, group=r3d_group,
                              native=lambda cfg: None, score=r3d_score, test=r3d_test, off=()),
-    "face_recognition": dict(module="face_recognition.train", keys=_no_keys, group=_whole_key,
-                             native=lambda cfg: None, score=None, test=lambda m: {}, off=()),
+    "face_recognition": dict(module="face_recognition.train", keys=fr_keys, group=_subject, native=lambda cfg: None,
+                             score=fr_score, test=fr_test, off=(), search_only=("eval.after_train=false",)),
 }
 
 

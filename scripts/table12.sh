@@ -35,8 +35,9 @@ for frac in $FRACTIONS; do
         init=${INIT[$method]} dir=$RUNS/affectnet_${method}_$frac
         [[ -f $dir/metrics.json ]] && { echo "done: $dir"; continue; }
         [[ $init == scratch || $init == imagenet ]] || need "$init" "initialisation for $method" "${VAR[$method]:-IMAGENET}"
-        run $LAUNCH emotion.train --config emotion/configs/affectnet.yaml data.root=$AFFECTNET data.fraction=$frac \
-            model.init=$init optim.epochs=$(epochs_for "$frac") out=$dir $EXTRA
+        cell emotion emotion/configs/affectnet.yaml affectnet $dir $(epochs_for "$frac") data.root=$AFFECTNET \
+            data.fraction=$frac model.init=$init $EXTRA
     done
 done
 run $PY -m emotion.tables --runs $RUNS
+search_summary $RUNS

@@ -36,11 +36,12 @@ for regime in 100 10 2; do
   for init in scratch imagenet flickr vggf; do
     out="$RUNS/fr_${init}_${regime}"
     # shellcheck disable=SC2086
-    run $LAUNCH face_recognition.train --config "$CONFIG" \
+    cell face_recognition "$CONFIG" vggface2 "$out" "${EPOCHS[$regime]}" \
       data.root="$DATA" model.init="${INIT[$init]}" data.fraction="${FRACTION[$regime]}" \
-      optim.epochs="${EPOCHS[$regime]}" ${subset:+data.subset_file="$subset"} out="$out" $EXTRA
+      ${subset:+data.subset_file="$subset"} $EXTRA
     if [[ "$regime" != 100 && -z "$subset" ]]; then subset="$out/subset.txt"; fi
   done
 done
 
 run $PY -m face_recognition.table4 --runs "$RUNS" --out "$RUNS/table4.md"
+search_summary "$RUNS"

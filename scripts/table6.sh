@@ -37,7 +37,8 @@ declare -A INIT=([scratch]=scratch [imagenet]=${IMAGENET:-imagenet}
 declare -A VAR=([sup_vggf]=SUP_VGGF [ours_flickrf]=FLICKR_CKPT [ours_vggf]=VGGF_CKPT)
 
 # Schedule length by regime: the paper trains 60-480 epochs "depending on the data regime, dataset
-# and pretrained model" (App. A.2) after a per-point search (Fig. 2); these are our defaults.
+# and pretrained model" (App. A.2) after a per-point search (Fig. 2): with SEARCH=1 (default on real
+# data, scripts/common.sh) each cell searches E/2, E, 2E around these, with SEARCH=0 it trains E.
 epochs_for() { case $1 in 1.0) echo 60 ;; 0.1) echo 240 ;; *) echo 480 ;; esac; }
 
 train() {  # dataset fraction method
@@ -47,8 +48,8 @@ train() {  # dataset fraction method
     local subset first
     first=$(ls $RUNS/${ds}_${frac}_*/subset_keys.txt 2>/dev/null | head -n 1 || true)
     subset=${first:+data.subset_file=$first}
-    run $LAUNCH landmarks.train --config landmarks/configs/$ds.yaml data.root=${ROOT[$ds]} \
-        model.init=$init data.fraction=$frac optim.epochs=$(epochs_for "$frac") out=$out $subset $EXTRA
+    cell landmarks landmarks/configs/$ds.yaml $ds $out $(epochs_for "$frac") data.root=${ROOT[$ds]} \
+        model.init=$init data.fraction=$frac $subset $EXTRA
 }
 
 cofw() {  # fraction method: the 300W model on the 507 COFW-68 test faces
@@ -65,6 +66,7 @@ for frac in $FRACTIONS; do
     done
 done
 run $PY -m landmarks.tables --table 6 --runs $RUNS --out $RUNS/table6.md
+search_summary $RUNS
 
 # Table 3 "Sup. (300W)": the backbone of the 300W model trained from scratch on all of 300W.
 if [[ -f $RUNS/300w_1.0_scratch/last.pth ]]; then

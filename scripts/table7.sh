@@ -45,9 +45,8 @@ disfa() {  # method adaptation fraction: the three folds, then their pooled ICC
     local dir=$RUNS/disfa_${1}_${2}_${3}
     check_init "$1"
     for fold in 0 1 2; do
-        [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
-            data.root=$DISFA data.fold=$fold data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 \
-            optim.epochs=$(epochs_for "$3") out=$dir/f$fold $EXTRA
+        cell au_intensity au_intensity/configs/disfa.yaml disfa $dir/f$fold $(epochs_for "$3") \
+            data.root=$DISFA data.fold=$fold data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 $EXTRA
     done
     run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
 }
@@ -55,9 +54,8 @@ disfa() {  # method adaptation fraction: the three folds, then their pooled ICC
 bp4d() {  # method adaptation fraction
     local dir=$RUNS/bp4d_${1}_${2}_${3}
     check_init "$1"
-    [[ -f $dir/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
-        data.root=$BP4D data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 \
-        optim.epochs=$(epochs_for "$3") out=$dir $EXTRA
+    cell au_intensity au_intensity/configs/bp4d.yaml bp4d $dir $(epochs_for "$3") \
+        data.root=$BP4D data.fraction=$3 model.init=${INIT[$1]} model.adaptation=$2 $EXTRA
 }
 
 for frac in $FRACTIONS; do
@@ -70,3 +68,4 @@ for frac in $FRACTIONS; do
     done
 done
 run $PY -m au_intensity.tables --table 7 --runs $RUNS
+search_summary $RUNS

@@ -34,9 +34,9 @@ declare -A EPOCHS=([1.0]=120 [0.1]=240 [0.02]=360)
 for frac in 1.0 0.1 0.02; do
   for name in scratch imagenet sup_vggf ours_flickrf ours_vggf; do
     dir=$RUNS/300wlp_${frac}_$name
-    [ -f "$dir/metrics.json" ] || run $LAUNCH reconstruction3d.train --config reconstruction3d/configs/300wlp.yaml \
-      data.root="$DATA" model.topology="$BFM" data.fraction=$frac model.init="${INIT[$name]}" \
-      optim.epochs=${EPOCHS[$frac]} out="$dir" $EXTRA
+    cell reconstruction3d reconstruction3d/configs/300wlp.yaml 300wlp "$dir" ${EPOCHS[$frac]} \
+      data.root="$DATA" model.topology="$BFM" data.fraction=$frac model.init="${INIT[$name]}" $EXTRA
   done
 done
 run $PY -m reconstruction3d.tables --runs "$RUNS" --out "$RUNS/table9.md"
+search_summary "$RUNS"

@@ -222,11 +222,11 @@ def test_bfm_parameters_become_image_vertices(tmp_path):
     flat = mean + 2.0 * model["shapePC"][:, 3] - model["expPC"][:, 1]
     v = flat.reshape(3, -1, order="F").T                                # face3d: reshape(3, N, 'F').T
     x, y, z = v.T
-    cases = {  # Pose_Para = pitch, yaw, roll, tx, ty, tz, s  ->  expected image vertices (height 100)
-        (0, 0, 0, 10, 20, 5, 2): np.stack([2 * x + 10, 100 - (2 * y + 20) - 1, 2 * z + 5], 1),
-        (0, np.pi / 2, 0, 0, 0, 0, 1): np.stack([-z, 99 - y, x], 1),    # Ry of angle2matrix_3ddfa
-        (0, 0, np.pi / 2, 0, 0, 0, 1): np.stack([y, 99 + x, z], 1),     # Rz: x' = y, y' = -x
-        (np.pi / 2, 0, 0, 0, 0, 0, 1): np.stack([x, 99 - z, -y], 1),    # Rx: y' = z, z' = -y
+    cases = {  # Pose_Para = pitch, yaw, roll, tx, ty, tz, s  ->  expected image vertices (height 100, y = 101 - y)
+        (0, 0, 0, 10, 20, 5, 2): np.stack([2 * x + 10, 100 + 1 - (2 * y + 20), 2 * z + 5], 1),
+        (0, np.pi / 2, 0, 0, 0, 0, 1): np.stack([-z, 101 - y, x], 1),   # Ry of angle2matrix_3ddfa
+        (0, 0, np.pi / 2, 0, 0, 0, 1): np.stack([y, 101 + x, z], 1),    # Rz: x' = y, y' = -x
+        (np.pi / 2, 0, 0, 0, 0, 0, 1): np.stack([x, 101 - z, -y], 1),   # Rx: y' = z, z' = -y
     }
     for pose, expected in cases.items():
         mat = {"Shape_Para": shape, "Exp_Para": exp, "Pose_Para": np.array([pose], np.float32)}
@@ -236,7 +236,7 @@ def test_bfm_parameters_become_image_vertices(tmp_path):
         sample_vertices({"Shape_Para": shape, "Exp_Para": exp, "Pose_Para": np.zeros((1, 7))}, 100, None, 100, "s.mat")
     stored = {"vertices": np.asarray(expected.T, np.float32)}           # the synthetic sets' layout
     np.testing.assert_allclose(sample_vertices(stored, 100, None, 100, "s.mat"), expected, atol=1e-4)
-    np.testing.assert_allclose(pose_to_image(v, [0, 0, 0, 0, 0, 0, 1], 50)[:, 1], 49 - y)
+    np.testing.assert_allclose(pose_to_image(v, [0, 0, 0, 0, 0, 0, 1], 50)[:, 1], 51 - y)   # 3DDFA: H + 1 - y
 
 
 def test_dataset_builds_bfm_targets_from_300w_lp_parameters(tmp_path):
@@ -263,6 +263,34 @@ def test_dataset_builds_bfm_targets_from_300w_lp_parameters(tmp_path):
     back = denormalise_vertices(item["target"], item["matrix"], 32).numpy()
     np.testing.assert_allclose(back[:, :2], expected[:, :2], atol=1e-3)
     assert item["yaw"] == pytest.approx(np.degrees(-0.4), abs=1e-4)
+
+
+def test_check_measures_pt3d_68_against_the_bfm_mesh(tmp_path, capsys):
+    """AFLW2000-3D-style files (BFM parameters + pt3d_68 one pixel right of and below the mesh's landmark
+    vertices): the dataset check reports the (1, 1) offset, ~0 as if 1-based; data.pt3d_one_based undoes it."""
+    from PIL import Image
+    from reconstruction3d import data, formats
+    _fake_bfm(tmp_path / "BFM.mat")
+    topo, bfm = load_mesh_model(tmp_path / "BFM.mat")
+    folder = tmp_path / "AFLW2000"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        shape, exp = rng.normal(0, 0.2, (199, 1)), np.zeros((29, 1))
+        pose = np.array([[0.1, 0.3 * k, 0.0, 60.0, 50.0, 0.0, 4.0]], np.float32)
+        landmarks = pose_to_image(bfm.model_vertices(shape, exp), pose, 120)[topo.landmark_ids] + [1.0, 1.0, 0.0]
+        Image.new("RGB", (120, 120), (90, 120, 150)).save(folder / f"image{k:05d}.jpg")
+        scipy.io.savemat(folder / f"image{k:05d}.mat", {"Shape_Para": shape, "Exp_Para": exp, "Pose_Para": pose,
+                                                         "pt3d_68": landmarks.T.astype(np.float32)})
+    report = data.check("aflw2000", tmp_path, "BFM.mat", out=str(tmp_path), input_size=32, box_scale=1.5, n_grid=2)
+    offset, one_based = report["pt3d_68_offset_px"], report["pt3d_68_offset_px_if_one_based"]
+    assert offset["dx"] == pytest.approx(1.0, abs=1e-3) and offset["dy"] == pytest.approx(1.0, abs=1e-3)
+    assert offset["images"] == 3 and one_based["norm"] < 1e-3 and report["pose_file"] is None
+    assert "pt3d_68 - mesh landmark vertices over 3 files" in capsys.readouterr().out
+    items = formats.list_samples("aflw2000", tmp_path)
+    item = data.MeshDataset(items, topo, bfm, input_size=32, box_scale=1.5, with_gt=True, pt3d_one_based=True)[0]
+    np.testing.assert_allclose(item["landmarks"][:, :2].numpy(), item["vertices"][topo.landmark_ids, :2].numpy(),
+                               atol=1e-3)
 
 
 def test_mesh_files_with_missing_fields_name_the_file(tmp_path):

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import scipy.io
 import torch
 
 from common.config import load_config
@@ -15,7 +16,7 @@ from reconstruction3d import eval as r3d_eval
 from reconstruction3d import fig6, formats, tables
 from reconstruction3d import train as r3d_train
 from common.finetune import select_training_keys
-from reconstruction3d.engine import eval_loader, evaluate_aflw2000, l1_loss
+from reconstruction3d.engine import eval_loader, evaluate_aflw2000, evaluate_all, l1_loss
 
 CONFIG = "reconstruction3d/configs/synthetic.yaml"
 
@@ -91,6 +92,11 @@ def test_dataset_check_round_trips_the_ground_truth(synthetic_root, topology, tm
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
     assert report["count"] == 6 and report["official_count"] == 2000 and report["yaw_bins"] == [2, 2, 2]
     assert report["round_trip_max_px"] < 1e-3 and report["unreadable_images"] == 0
+    # the synthetic pt3d_68 are the mesh's landmark vertices (issue 19); its pose file moves one image's bin
+    assert report["pt3d_68_offset_px"]["norm"] < 1e-3 and report["pt3d_68_offset_px"]["images"] == 6
+    assert report["pt3d_68_offset_px_if_one_based"]["norm"] == pytest.approx(2 ** 0.5, abs=1e-3)
+    assert report["yaw_bins_pose_file"] == [2, 1, 3]
+    assert report["pose_file"].endswith("AFLW2000-3D-new.pose.npy")
     assert os.path.getsize(report["grid"]) > 1000
     florence = r3d_data.main(["--check", "--dataset", "florence", "--root", str(synthetic_root / "Florence"),
                               "--topology", str(synthetic_root / "face_model" / "mesh_topology.mat"),
@@ -99,6 +105,73 @@ def test_dataset_check_round_trips_the_ground_truth(synthetic_root, topology, tm
     assert florence["subjects"] == 2 and florence["scan_vertices"] == {"subject_01": n_vertices, "subject_02": n_vertices}
     with pytest.raises(SystemExit, match="no dataset found"):
         r3d_data.main(["--check", "--dataset", "300wlp", "--root", str(tmp_path)])
+
+
+class _TemplateFace(torch.nn.Module):
+    """Predicts the topology's template (scaled into the crop) for every image: a fixed, non-degenerate mesh."""
+
+    def __init__(self, vertices):
+        super().__init__()
+        v = torch.as_tensor(vertices, dtype=torch.float32)
+        self.register_buffer("mesh", (v - v.mean(0)) / (v - v.mean(0)).abs().max() * 0.6)
+
+    def forward(self, images):
+        return self.mesh.expand(len(images), -1, -1)
+
+
+def _evaluate(model, name, root, topo, *overrides):
+    cfg = load_config(CONFIG, [f"data.root={root}", "data.input_size=32", *overrides])
+    return evaluate_all(model, [name], root=root, topology=topo, bfm=None, cfg=cfg, device=torch.device("cpu"),
+                        amp=False)[name]
+
+
+def test_aflw2000_yaw_bins_follow_the_configured_source(synthetic_root, topology, tmp_path, capsys):
+    """eval.yaw_source (issue 19): the 3DDFA pose file by default (the synthetic one moves image 5 from the
+    middle bin to the last), Pose_Para on request or, with a warning, when the pose file is absent."""
+    topo, _ = topology
+    model = _TemplateFace(topo.vertices)
+    default = _evaluate(model, "aflw2000", synthetic_root, topo)
+    assert default["yaw_source"] == "pose_file" and default["yaw_bins"] == [2, 1, 3]
+    assert default["pose_file"].endswith("AFLW2000-3D-new.pose.npy") and default["pt3d_one_based"] is False
+    para = _evaluate(model, "aflw2000", synthetic_root, topo, "eval.yaw_source=pose_para")
+    assert para["yaw_source"] == "pose_para" and para["yaw_bins"] == [2, 2, 2] and para["pose_file"] is None
+    assert para["nme68"]["pooled"] == pytest.approx(default["nme68"]["pooled"])
+    assert para["nme68"]["mean"] != pytest.approx(default["nme68"]["mean"])
+    capsys.readouterr()
+    missing = _evaluate(model, "aflw2000", synthetic_root, topo, "eval.pose_file=AFLW2000/absent.npy")
+    assert missing["yaw_source"] == "pose_para" and missing["yaw_source_requested"] == "pose_file"
+    assert missing["yaw_bins"] == [2, 2, 2] and "WARNING" in capsys.readouterr().out
+    shifted = _evaluate(model, "aflw2000", synthetic_root, topo, "data.pt3d_one_based=true")
+    assert shifted["pt3d_one_based"] is True                 # the crop follows the shifted box, and so does
+    assert shifted["nme68"]["pooled"] == pytest.approx(default["nme68"]["pooled"])   # a crop-relative prediction
+    items = formats.list_samples("aflw2000", synthetic_root)
+    plain, one = (eval_loader(items, topo, None, input_size=32, box_scale=1.5, batch_size=2, workers=0, with_gt=True,
+                              pt3d_one_based=flag).dataset[0]["landmarks"] for flag in (False, True))
+    torch.testing.assert_close(one[:, :2], plain[:, :2] - 1.0)
+    torch.testing.assert_close(one[:, 2], plain[:, 2])
+    np.save(tmp_path / "short.npy", np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match=r"short\.npy.*expected \(6,\)"):
+        _evaluate(model, "aflw2000", synthetic_root, topo, f"eval.pose_file={tmp_path / 'short.npy'}")
+    with pytest.raises(ValueError, match="eval.yaw_source"):
+        _evaluate(model, "aflw2000", synthetic_root, topo, "eval.yaw_source=aflw_labels")
+
+
+def test_florence_renders_need_only_pt3d_68_and_pose(synthetic_root, topology, tmp_path):
+    """The user's renders of real scans carry no mesh: pt3d_68 (crop box) and Pose_Para are enough for the
+    dataset check and the evaluation (README recipe)."""
+    topo, _ = topology
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root / "Florence", root / "Florence")
+    shutil.copytree(synthetic_root / "face_model", root / "face_model")
+    for path in (root / "Florence" / "renders").glob("*/*.mat"):
+        mat = formats.read_mat(path)
+        scipy.io.savemat(path, {"pt3d_68": mat["pt3d_68"], "Pose_Para": mat["Pose_Para"]})
+    report = r3d_data.check("florence", root, "face_model/mesh_topology.mat", out=str(tmp_path), input_size=32,
+                            box_scale=1.5, n_grid=2)
+    assert report["count"] == 6 and report["meshes"] == 0 and report["round_trip_max_px"] is None
+    assert "pt3d_68_offset_px" not in report and os.path.getsize(report["grid"]) > 500
+    florence = _evaluate(_TemplateFace(topo.vertices), "florence", root, topo)
+    assert florence["images"] == 6 and np.isfinite(florence["nme"])
 
 
 @pytest.fixture(scope="module")

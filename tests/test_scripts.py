@@ -66,8 +66,8 @@ def test_table6_synthetic_runs_every_cell_at_tiny_scale(syn):
 
 def test_table6_paper_mode_uses_the_paper_configs_and_ngpu(syn):
     cmds, _ = launched("table6.sh", {"DATA": "/data", "NGPU": "4", "SUP_VGGF": "/c/sup.pth", "FLICKR_CKPT": "/c/f.pth",
-                                     "VGGF_CKPT": "/c/v.pth", "RUNS": "/r", "METHODS": "scratch ours_vggf"},
-                       synthetic=False)
+                                     "VGGF_CKPT": "/c/v.pth", "RUNS": "/r", "METHODS": "scratch ours_vggf",
+                                     "SEARCH": "0"}, synthetic=False)
     trains = of(cmds, "landmarks.train")
     assert len(trains) == 2 * 3 * 3
     assert trains[0][:6] == ["torchrun", "--nproc_per_node=4", "-m", "landmarks.train", "--config",
@@ -76,6 +76,44 @@ def test_table6_paper_mode_uses_the_paper_configs_and_ngpu(syn):
         ("1.0", "60"), ("0.1", "240"), ("0.02", "480")}
     assert not any("model.arch=resnet18" in c for c in trains)
     assert value(trains[1], "data.root") == "/data/WFLW" and value(trains[3], "model.init") == "/c/v.pth"
+
+
+@pytest.mark.parametrize("script, task, cells", [("table6.sh", "landmarks", 2 * 3 * 3), ("table4.sh", "face_recognition", 12),
+                                                 ("table7.sh", "au_intensity", 9 * 3 * 4), ("table9.sh", "reconstruction3d", 15),
+                                                 ("table12.sh", "emotion", 12)])
+def test_paper_mode_searches_every_cell_on_its_own_training_data(syn, script, task, cells):
+    """SEARCH=1 is the default on real data: each cell is one sweep.py whose refit lands in the cell's folder
+    (the table reads it unchanged), over lr x E/2, E, 2E x backbone lr; DRY_RUN ends with the run / GPU-hour count."""
+    env = {"DATA": "/d", "RUNS": "/r", "FLICKR_CKPT": "/f.pth", "VGGF_CKPT": "/v.pth", "SUP_VGGF": "/s.pth",
+           "METHODS": "scratch ours_vggf" if script == "table6.sh" else None}
+    cmds, done = launched(script, {k: v for k, v in env.items() if v}, synthetic=False)
+    sweeps = [c for c in cmds if "scripts/sweep.py" in c]
+    assert len(sweeps) == cells and not any(f"{task}.train" in c for c in cmds)
+    for c in sweeps:
+        assert c[c.index("--task") + 1] == task
+        final = c[c.index("--final-out") + 1]
+        assert c[c.index("--out") + 1] == final + ".search" and final.startswith("/r/")
+        grid = c[c.index("--grid") + 1]
+        assert grid.count("=") == 3 and "backbone_lr_mult=0.1,1" in grid
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"search: {cells} cells, ") and summary.endswith("GPU-hours at 1000 images/s per GPU")
+    if script == "table6.sh":
+        epochs = {(value(c, "data.fraction"), c[c.index("--grid") + 1].split("epochs=")[1].split(",backbone")[0])
+                  for c in sweeps}
+        assert epochs == {("1.0", "30,60,120"), ("0.1", "120,240,480"), ("0.02", "240,480,960")}
+
+
+def test_search_grid_override_and_search_table(syn, tmp_path):
+    cmds, _ = launched("table9.sh", {"DATA": "/d", "RUNS": "/r", "SEARCH_GRID": "lr=0.1,epochs=2"}, synthetic=False)
+    assert {c[c.index("--grid") + 1] for c in cmds if "scripts/sweep.py" in c} == {"lr=0.1,epochs=2"}
+    cell = tmp_path / "300wlp_0.1_scratch"
+    cell.mkdir()
+    (cell / "search.json").write_text(json.dumps({"chosen": {"optim.lr": "0.1", "optim.epochs": "2"},
+                                                  "validation": {"metric": "vertex_l1", "value": 0.0123}}))
+    done = subprocess.run([sys.executable, "scripts/search_table.py", "--runs", str(tmp_path), "--out",
+                           str(tmp_path / "search.md")], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "| 300wlp_0.1_scratch | 2 | 0.1 | vertex_l1 0.0123 |" in done.stdout
+    assert (tmp_path / "search.md").read_text() == done.stdout
 
 
 def test_missing_checkpoint_stops_with_one_clear_line(tmp_path):
@@ -119,8 +157,8 @@ def test_every_script_has_a_synthetic_mode_at_tiny_scale(syn, script):
 
 
 def test_table4_reuses_one_subset_per_regime_and_defaults_to_8_gpus(syn):
-    cmds, _ = launched("table4.sh", {"DATA": "/d", "FLICKR_CKPT": "/f.pth", "VGGF_CKPT": "/v.pth", "RUNS": "/r"},
-                       synthetic=False)
+    cmds, _ = launched("table4.sh", {"DATA": "/d", "FLICKR_CKPT": "/f.pth", "VGGF_CKPT": "/v.pth", "RUNS": "/r",
+                                     "SEARCH": "0"}, synthetic=False)
     assert all(c[:2] == ["torchrun", "--nproc_per_node=8"] for c in of(cmds, "face_recognition.train"))
     ten = [c for c in cmds if "data.fraction=0.1" in c]
     assert not any(a.startswith("data.subset_file") for a in ten[0])

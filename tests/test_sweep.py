@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import sweep  # noqa: E402
 import sweep_tasks  # noqa: E402
+from common.config import load_config  # noqa: E402
 from common.subsample import load_keys  # noqa: E402
 
 LM_CONFIG = os.path.join(ROOT, "landmarks/configs/synthetic.yaml")
@@ -62,9 +63,38 @@ def test_300wlp_views_and_flips_of_one_face_share_a_group():
     assert g("AFW/AFW_134212_2_0") != g("AFW/AFW_134212_1_0")
 
 
-def test_face_recognition_refuses_to_sweep():
-    with pytest.raises(SystemExit, match="IJB"):
-        sweep_tasks.TASKS["face_recognition"]["keys"](None)
+def test_wflw_faces_of_one_image_stay_on_one_side_of_the_validation_split():
+    keys = [f"img{i}.jpg@{x}.0_{y}.0" for i in range(6) for x, y in ((10, 20), (30, 40))] + ["aflw/a.jpg#3"]
+    assert sweep_tasks._source_image(keys[0]) == "img0.jpg" and sweep_tasks._source_image(keys[-1]) == "aflw/a.jpg"
+    train, val = sweep_tasks.carve(keys, sweep_tasks.TASKS["landmarks"]["group"], 0.34, 0)
+    assert {sweep_tasks._source_image(k) for k in train}.isdisjoint(sweep_tasks._source_image(k) for k in val)
+    assert len(val) % 2 == 0 and val
+
+
+def test_face_recognition_validates_on_held_out_identities(small_preset, tmp_path):
+    """The sweep carves whole identities; the score is verification TAR among their faces, from a checkpoint."""
+    from face_recognition import train as fr_train
+    config = os.path.join(ROOT, "face_recognition/configs/synthetic.yaml")
+    root = str(small_preset("vggface2"))
+    keys = sweep_tasks.fr_keys(load_config(config, [f"data.root={root}"]))
+    train, val = sweep_tasks.carve(keys, sweep_tasks.TASKS["face_recognition"]["group"], 0.2, 0)
+    assert {k.split("/")[0] for k in train}.isdisjoint(k.split("/")[0] for k in val)
+    cfg = load_config(config, [f"data.root={root}", f"out={tmp_path}", "optim.epochs=0", "eval.after_train=false"])
+    fr_train.main(cfg)                                                    # epochs=0: the initialisation
+    value, metric, lower = sweep_tasks.fr_score(cfg, str(tmp_path / "last.pth"), keys=val, per_identity=4)
+    assert metric == "tar_at_far_0.001" and not lower and 0.0 <= value <= 1.0
+    with pytest.raises(ValueError, match="held-out training identities"):
+        sweep_tasks.fr_score(cfg, str(tmp_path / "last.pth"), split="val")
+
+
+def test_count_gives_runs_and_epochs_without_data(capsys):
+    argv = ["--task", "landmarks", "--config", LM_CONFIG, "--grid", "lr=1e-3,2e-3,epochs=2,4", "--init", "a=scratch",
+            "--out", "/nowhere", "--count", "data.root=/nowhere"]
+    assert sweep.main(argv) is None
+    # 2 lr x 2 epochs = 4 runs of 2+4+2+4 epochs, and a refit at the longest schedule
+    assert json.loads(capsys.readouterr().out) == {"runs": 5, "epochs": 16, "gpu_hours": 0.0}
+    sweep.main(argv + ["--images", "36000", "--img-per-s", "100", "--gpus", "2", "data.fraction=0.5"])
+    assert json.loads(capsys.readouterr().out)["gpu_hours"] == 16 * 36000 * 0.5 / 100 / 3600 * 2
 
 
 @pytest.fixture
@@ -118,6 +148,30 @@ def test_sweep_selects_on_held_out_keys_refits_and_caches(tmp_path, fake_landmar
     n = len(calls)
     sweep.main(argv)                                              # every run left val.json / metrics.json: all skipped
     assert len(calls) == n
+
+
+def test_refit_never_selects_on_a_test_split(tmp_path, fake_landmarks):
+    """A data point that names the test split "common" as val_split: every sweep run and the refit switch
+    the selection off (the last data.val_split wins), and the refit lands in --final-out with search.json."""
+    keys, calls = fake_landmarks
+    final = tmp_path / "cell"
+    sweep.main(["--task", "landmarks", "--config", LM_CONFIG, "--grid", "lr=3e-3,epochs=2,4,backbone_lr_mult=1",
+                "--init", "a=scratch", "--out", str(tmp_path / "sw"), "--final-out", str(final),
+                "data.root=/nowhere", "data.val_split=common"])
+    trains = [c for c in calls if "landmarks.train" in c]
+    assert len(trains) == 3 and all(value(c, "data.val_split") == "" for c in trains)
+    assert value(trains[-1], "out") == str(final)
+    chosen = json.load(open(final / "search.json"))
+    assert chosen["chosen"] == {"optim.lr": "3e-3", "optim.epochs": "4", "optim.backbone_lr_mult": "1"}
+    assert chosen["validation"]["value"] == pytest.approx(0.9)
+    with pytest.raises(SystemExit, match="one --init"):
+        sweep.main(["--task", "landmarks", "--config", LM_CONFIG, "--grid", "lr=1", "--init", "a=scratch",
+                    "--init", "b=scratch", "--out", str(tmp_path / "x"), "--final-out", str(final)])
+
+
+def value(cmd, key):
+    """The last ``key=value`` of a command (later overrides win)."""
+    return [a.split("=", 1)[1] for a in cmd if a.startswith(key + "=")][-1]
 
 
 def test_emit_shell_and_slurm_list_pending_jobs(tmp_path, fake_landmarks, capsys):

@@ -123,6 +123,13 @@ def auc_fr(nmes, threshold=0.1, step=1e-4):
     return float(simpson(curve, x=xs) / threshold), float(1.0 - curve[-1])
 
 
+def aflw2000_yaw_bins(yaw):
+    """{bin name: mask} of the AFLW2000-3D |yaw| bins (degrees) as cleardusk/3DDFA benchmark_aflw2000.py ``ana``
+    forms them: |yaw| <= 30, 30 < |yaw| <= 60, |yaw| > 60 (anchors_landmarks_3d.md §4.3)."""
+    yaw = np.abs(np.asarray(yaw, dtype=np.float64))
+    return {"yaw_0_30": yaw <= 30, "yaw_30_60": (yaw > 30) & (yaw <= 60), "yaw_60_90": yaw > 60}
+
+
 def nme_aflw2000(pred, gt, yaw):
     """AFLW2000-3D "NME (68 points)" by |yaw| bin, as 3DDFA benchmark_aflw2000.py computes it.
 
@@ -142,7 +149,7 @@ def nme_aflw2000(pred, gt, yaw):
     if not np.isfinite(yaw).all():
         raise ValueError(f"non-finite yaw for samples {np.flatnonzero(~np.isfinite(yaw))[:10].tolist()}")
     per_image = nme(pred[..., :2], gt[..., :2], "box_size")
-    bins = {"yaw_0_30": yaw <= 30, "yaw_30_60": (yaw > 30) & (yaw <= 60), "yaw_60_90": yaw > 60}
+    bins = aflw2000_yaw_bins(yaw)
     out = {k: float(per_image[m].mean()) if m.any() else float("nan") for k, m in bins.items()}
     out["mean"] = float(np.mean([out[k] for k in bins]))
     out["pooled"] = float(per_image.mean())

@@ -21,10 +21,15 @@ the least-squares similarity from the model-space mesh to the y-flipped image me
 300W-LP (§4.1): ``{AFW,HELEN,LFPW,IBUG}/<SET>_<source>_<view>.jpg`` + ``.mat``, views of one source
 turning towards profile, and mirrored copies in ``<SET>_Flip/`` (landmarks re-ordered by the iBUG flip
 permutation, vertices by ``sym_perm``). AFLW2000-3D: ``imageNNNNN.jpg`` + ``.mat``, |yaw| spread over
-the three protocol bins [0, 30], (30, 60], (60, 90]. Florence-like (§4.5, no public protocol code):
+the three protocol bins [0, 30], (30, 60], (60, 90], and ``AFLW2000-3D-new.pose.npy`` in the format of
+cleardusk/3DDFA ``test.configs/`` (float32 (N,), |yaw| in degrees, sorted image-name order): the rendered
+|yaw| except every ``POSE_FILE_EVERY``-th image, whose yaw sits in the middle of the next bin (3DDFA's
+AFLW-label split and Pose_Para disagree on 242 of the 2,000 real images), so the two sources give
+different bin counts. Florence-like (§4.5, no public protocol code):
 ``subject_NN/Model/frontal1/obj/subject_NN.obj`` (neutral mesh, millimetres, 1-based faces) and
 ``renders/subject_NN/subject_NN_yaw<Y>_pitch<P>.jpg`` + ``.mat`` on a yaw × pitch grid.
 """
+import io
 import os
 
 import numpy as np
@@ -38,6 +43,8 @@ from common.synthetic.writers.sampling import (draw_expression, draw_pose, ident
 
 FOLDER_LP, FOLDER_AFLW2000, FOLDER_FLORENCE, FOLDER_MODEL = "300W_LP", "AFLW2000", "Florence", "face_model"
 _AFLW21_EARS = (12, 16)                 # AFLW-21 = AFLW-19 plus two ear points [inferred from the AFLW markup]
+POSE_FILE, POSE_FILE_EVERY = "AFLW2000-3D-new.pose.npy", 5   # 3DDFA test.configs name; which images move bin
+_BIN_MIDDLES = (15.0, 45.0, 75.0)
 
 
 def mirror_permutation(model):
@@ -160,11 +167,23 @@ def make_aflw2000(ctx, out, cfg, job):
     path = os.path.join(out, FOLDER_AFLW2000, job["name"])
     save_image(path + ".jpg", photo)
     save_mat(path + ".mat", _mat(ctx.model, ident, aus, pose, verts, photo.shape[0], extra))
-    return {}
+    return {"yaw": pose[0]}
+
+
+def pose_file_yaws(jobs, records):
+    """|yaw| (degrees) of the 3DDFA-style pose file, in job (= sorted image-name) order (module docstring)."""
+    yaws = [abs(r["yaw"]) for r in records]
+    for i, job in enumerate(jobs):
+        if i % POSE_FILE_EVERY == POSE_FILE_EVERY - 1:
+            yaws[i] = _BIN_MIDDLES[(job["bin"] + 1) % 3]
+    return np.asarray(yaws, dtype=np.float32)
 
 
 def finish_aflw2000(out, cfg, jobs, records, seed):
     write_topology(out, shared_model())
+    buf = io.BytesIO()
+    np.save(buf, pose_file_yaws(jobs, records), allow_pickle=False)
+    write_bytes(os.path.join(out, FOLDER_AFLW2000, POSE_FILE), buf.getvalue())
     return {"images": len(jobs), "yaw_bins": [sum(j["bin"] == b for j in jobs) for b in range(3)]}
 
 
