@@ -69,16 +69,15 @@ for method in scratch moco swav swav256; do
     out=$LM_RUNS/300w_0.02_${LM_NAME[$method]}
     if [[ ! -f $out/metrics.json ]]; then       # Table 6's schedule at 2 % (480 epochs) and its shared subset
         first=$(ls $LM_RUNS/300w_0.02_*/subset_keys.txt 2>/dev/null | head -n 1 || true)
-        run $LAUNCH landmarks.train --config landmarks/configs/300w.yaml data.root=$DATA/300W \
-            model.init=${INIT[$method]} data.fraction=0.02 optim.epochs=480 out=$out \
-            ${first:+data.subset_file=$first} ${LM_EXTRA:-} $EXTRA
+        cell landmarks landmarks/configs/300w.yaml 300w $out 480 data.root=$DATA/300W \
+            model.init=${INIT[$method]} data.fraction=0.02 ${first:+data.subset_file=$first} ${LM_EXTRA:-} $EXTRA
     fi
     dir=$AU_RUNS/disfa_${AU_NAME[$method]}_finetune_0.01
     for fold in 0 1 2; do                        # Table 7's schedule at 1 % (320 epochs)
-        [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
-            data.root=$DISFA data.fold=$fold data.fraction=0.01 model.init=${INIT[$method]} optim.epochs=320 \
-            out=$dir/f$fold ${AU_EXTRA:-} $EXTRA
+        cell au_intensity au_intensity/configs/disfa.yaml disfa $dir/f$fold 320 \
+            data.root=$DISFA data.fold=$fold data.fraction=0.01 model.init=${INIT[$method]} ${AU_EXTRA:-} $EXTRA
     done
     run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
 done
 run $PY scripts/collect.py --table 1 "$LM_RUNS" "$AU_RUNS" --out "$LM_RUNS/table1.md"
+search_summary "$LM_RUNS"

@@ -22,10 +22,10 @@ need "$INIT" "Ours (VGG-F) checkpoint" VGGF_CKPT
 for frac in 0.01 0.02 0.06; do
     dir=$RUNS/disfa_vggf_ours_finetune_$frac
     for fold in 0 1 2; do
-        [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
-            data.root=$DISFA data.fold=$fold data.fraction=$frac model.init=$INIT optim.epochs=320 \
-            out=$dir/f$fold $EXTRA
+        cell au_intensity au_intensity/configs/disfa.yaml disfa $dir/f$fold 320 \
+            data.root=$DISFA data.fold=$fold data.fraction=$frac model.init=$INIT $EXTRA
     done
     run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
 done
 run $PY -m au_intensity.tables --table 10 --runs $RUNS
+search_summary $RUNS

@@ -74,25 +74,25 @@ for frac in $FRACTIONS; do
         out=$LM_RUNS/300w_${frac}_${LM_NAME[$data]}
         if [[ ! -f $out/metrics.json ]]; then
             first=$(ls $LM_RUNS/300w_${frac}_*/subset_keys.txt 2>/dev/null | head -n 1 || true)
-            run $LAUNCH landmarks.train --config landmarks/configs/300w.yaml data.root=$DATA/300W model.init=$init \
-                data.fraction=$frac optim.epochs=${LM_EPOCHS[$frac]} out=$out ${first:+data.subset_file=$first} \
-                ${LM_EXTRA:-} $EXTRA
+            cell landmarks landmarks/configs/300w.yaml 300w $out ${LM_EPOCHS[$frac]} data.root=$DATA/300W \
+                model.init=$init data.fraction=$frac ${first:+data.subset_file=$first} ${LM_EXTRA:-} $EXTRA
         fi
         dir=$AU_RUNS/disfa_${data}_ours_finetune_${AU_FRACTION[$frac]}
         for fold in 0 1 2; do
-            [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
+            cell au_intensity au_intensity/configs/disfa.yaml disfa $dir/f$fold ${AU_EPOCHS[$frac]} \
                 data.root=$DISFA data.fold=$fold data.fraction=${AU_FRACTION[$frac]} model.init=$init \
-                optim.epochs=${AU_EPOCHS[$frac]} out=$dir/f$fold ${AU_EXTRA:-} $EXTRA
+                ${AU_EXTRA:-} $EXTRA
         done
         run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
         out=$FR_RUNS/fr_${data}_${FR_REGIME[$frac]}
         if [[ ! -f $out/metrics.json ]]; then
             subset=$(ls $FR_RUNS/fr_*_${FR_REGIME[$frac]}/subset.txt 2>/dev/null | head -n 1 || true)
             [[ $frac == 1.0 ]] && subset=""
-            run $FR_LAUNCH face_recognition.train --config face_recognition/configs/vggface2.yaml data.root=$DATA \
-                model.init=$init data.fraction=$frac optim.epochs=${FR_EPOCHS[$frac]} \
-                ${subset:+data.subset_file=$subset} out=$out ${FR_EXTRA:-} $EXTRA
+            LAUNCH=$FR_LAUNCH cell face_recognition face_recognition/configs/vggface2.yaml vggface2 $out \
+                ${FR_EPOCHS[$frac]} data.root=$DATA model.init=$init data.fraction=$frac \
+                ${subset:+data.subset_file=$subset} ${FR_EXTRA:-} $EXTRA
         fi
     done
 done
 run $PY scripts/collect.py --table 2 "$LM_RUNS" "$AU_RUNS" "$FR_RUNS" --out "$LM_RUNS/table2.md"
+search_summary "$LM_RUNS"

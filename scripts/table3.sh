@@ -30,8 +30,8 @@ declare -A INIT=([imagenet]=${IMAGENET:-imagenet} [vggf_sup]=${SUP_VGGF:-runs/fr
 epochs_for() { case $1 in 1.0) echo 60 ;; 0.1) echo 160 ;; *) echo 320 ;; esac; }   # as scripts/table7.sh
 
 if [[ ! -f $SUP300W ]]; then
-    [[ -f $LANDMARK_RUN/metrics.json ]] || run $LAUNCH landmarks.train --config landmarks/configs/300w.yaml \
-        data.root=$W300 model.init=scratch data.fraction=1.0 out=$LANDMARK_RUN ${LM_EXTRA:-}
+    cell landmarks landmarks/configs/300w.yaml 300w $LANDMARK_RUN 60 data.root=$W300 model.init=scratch \
+        data.fraction=1.0 ${LM_EXTRA:-}
     run $PY -m landmarks.export --checkpoint $LANDMARK_RUN/last.pth --out $SUP300W
 fi
 need "${INIT[vggf_sup]}" "Sup. (VGG-F) backbone" SUP_VGGF
@@ -40,11 +40,11 @@ for frac in $FRACTIONS; do
     for method in imagenet vggf_sup 300w_sup; do
         dir=$RUNS/disfa_${method}_finetune_$frac
         for fold in 0 1 2; do
-            [[ -f $dir/f$fold/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/disfa.yaml \
-                data.root=$DISFA data.fold=$fold data.fraction=$frac model.init=${INIT[$method]} \
-                optim.epochs=$(epochs_for "$frac") out=$dir/f$fold $EXTRA
+            cell au_intensity au_intensity/configs/disfa.yaml disfa $dir/f$fold $(epochs_for "$frac") \
+                data.root=$DISFA data.fold=$fold data.fraction=$frac model.init=${INIT[$method]} $EXTRA
         done
         run $PY -m au_intensity.eval --config au_intensity/configs/disfa.yaml --out $dir --pool $dir/f0 $dir/f1 $dir/f2
     done
 done
 run $PY -m au_intensity.tables --table 3 --runs $RUNS
+search_summary $RUNS

@@ -29,8 +29,9 @@ for ds in 300w aflw19 wflw; do
     for frac in 1.0 0.1 ${LOWEST[$ds]}; do
         out=$RUNS/${ds}_${frac}_ours_vggf
         [[ -f $out/metrics.json ]] && { echo "done: $out"; continue; }
-        run $LAUNCH landmarks.train --config landmarks/configs/$ds.yaml data.root=${ROOT[$ds]} \
-            model.init=$INIT data.fraction=$frac optim.epochs=$(epochs_for "$frac") out=$out $EXTRA
+        cell landmarks landmarks/configs/$ds.yaml $ds $out $(epochs_for "$frac") data.root=${ROOT[$ds]} \
+            model.init=$INIT data.fraction=$frac $EXTRA
     done
 done
 run $PY -m landmarks.tables --table 5 --runs $RUNS --out $RUNS/table5.md
+search_summary $RUNS

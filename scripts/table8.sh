@@ -23,7 +23,8 @@ need "$INIT" "Ours (VGG-F) checkpoint" VGGF_CKPT
 
 for frac in 0.01 0.02 0.06; do
     dir=$RUNS/bp4d_vggf_ours_finetune_$frac
-    [[ -f $dir/metrics.json ]] || run $LAUNCH au_intensity.train --config au_intensity/configs/bp4d.yaml \
-        data.root=$BP4D data.fraction=$frac model.init=$INIT optim.epochs=320 out=$dir $EXTRA
+    cell au_intensity au_intensity/configs/bp4d.yaml bp4d $dir 320 data.root=$BP4D data.fraction=$frac \
+        model.init=$INIT $EXTRA
 done
 run $PY -m au_intensity.tables --table $TABLE --runs $RUNS
+search_summary $RUNS

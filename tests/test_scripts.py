@@ -167,7 +167,8 @@ def test_table4_reuses_one_subset_per_regime_and_defaults_to_8_gpus(syn):
 
 def test_table1_pretrains_three_methods_with_the_paper_recipes(syn):
     cmds, _ = launched("table1.sh", {"VGGFACE": "/lists/vgg.txt", "DATA": "/d", "DISFA": "/d/DISFA", "PT_NGPU": "8",
-                                     "PT_RUNS": "/pt", "LM_RUNS": "/lm", "AU_RUNS": "/au"}, synthetic=False)
+                                     "PT_RUNS": "/pt", "LM_RUNS": "/lm", "AU_RUNS": "/au", "SEARCH": "0"},
+                       synthetic=False)
     pre = of(cmds, "pretrain.train")
     assert [value(c, "out") for c in pre] == ["/pt/moco_vggf", "/pt/swav256_vggf", "/pt/swav_vggf"]
     assert [c[5] for c in pre] == ["pretrain/configs/moco_r50.yaml", "pretrain/configs/swav_r50_bs256.yaml",
