@@ -1,11 +1,14 @@
 """AffectNet faces for emotion recognition (paper App. A.2, D.1) and the dataset check.
 
-Each sample is the face box of its list row (``emotion.affectnet``) enlarged by ``box_scale`` and
-mapped to an ``input_size`` square; training adds App. A.2's augmentation for emotion: rotation
-±30°, flip, scale 0.85-1.15 and colour jitter, without the Gaussian blur used for AUs. The
-validation list is the test set (the official test set is not released, research §5.1).
+Each sample is the face box of its list row (``emotion.affectnet``; either release, the CSV lists or the
+per-image ``.npy`` files, detected from the root) enlarged by ``box_scale`` and mapped to an ``input_size``
+square (the ``.npy`` release's images are face crops: their box is the whole image); training adds
+App. A.2's augmentation for emotion: rotation ±30°, flip, scale 0.85-1.15 and colour jitter, without the
+Gaussian blur used for AUs. The validation list is the test set (the official test set is not released,
+research §5.1).
 
-    python -m emotion.data --check --dataset affectnet --root R [--split train|val] [--num-classes 8]
+    python -m emotion.data --check --dataset affectnet --root R [--split train|val] [--num-classes 8] \
+        [--layout auto|csv|npy]
 """
 import argparse
 import json
@@ -19,21 +22,22 @@ from torch.utils.data import Dataset
 from common.face_crop import MEAN, STD, FaceCrop, read_rgb, readable
 from common.files import first_paths, missing_files
 from common.logger import log
-from emotion.affectnet import CLASS_NAMES, IMAGE_FOLDER, list_path, read_affectnet_list
+from emotion.affectnet import CLASS_NAMES, LAYOUTS, read_split
 
 ARRAY_FIELDS = ("boxes", "landmarks", "expression", "valence", "arousal", "va_valid")
 
 
-def load_split(root, split, num_classes=8):
-    """The parsed list of ``split`` ("train" or "val"), image paths made absolute."""
+def load_split(root, split, num_classes=8, layout="auto"):
+    """The parsed annotations of ``split`` ("train" or "val"), image paths made absolute; ``layout`` "auto"
+    detects the release (CSV lists or per-image .npy, ``emotion.affectnet``), "csv" / "npy" choose one."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset root not found: {root}")
-    table = read_affectnet_list(list_path(root, split), num_classes)
+    table, image_dir, source = read_split(root, split, num_classes, layout)
     table["keys"] = table["paths"]
-    table["paths"] = [os.path.join(root, IMAGE_FOLDER, p) for p in table["paths"]]
+    table["paths"] = [os.path.join(image_dir, p) for p in table["paths"]]
     missing = missing_files(table["paths"])
     if missing:
-        log(f"{list_path(root, split)}: {len(missing)} listed images are missing (skipped as unreadable): "
+        log(f"{source}: {len(missing)} listed images are missing (skipped as unreadable): "
             f"{first_paths(missing)}")
     table["num_classes"] = num_classes
     return table
@@ -49,7 +53,8 @@ def select(table, rows):
 
 
 class AffectNetFaces(Dataset):
-    """(face crop, expression, valence, arousal, va_valid); an unreadable image gives None."""
+    """(face crop, expression, valence, arousal, va_valid); an unreadable image gives None; a NaN box (the
+    .npy release) crops the whole image."""
 
     def __init__(self, table, transform):
         self.table, self.transform = table, transform
@@ -62,7 +67,8 @@ class AffectNetFaces(Dataset):
         if image is None:
             return None
         t = self.table
-        return {"image": self.transform(image, t["boxes"][i]), "expression": int(t["expression"][i]),
+        box = None if np.isnan(t["boxes"][i]).any() else t["boxes"][i]
+        return {"image": self.transform(image, box), "expression": int(t["expression"][i]),
                 "valence": float(t["valence"][i]), "arousal": float(t["arousal"][i]),
                 "va_valid": bool(t["va_valid"][i]), "index": i}
 
@@ -105,7 +111,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m emotion.data", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", required=True, help="run the dataset check")
     parser.add_argument("--dataset", required=True, choices=["affectnet"])
-    parser.add_argument("--root", required=True, help="AffectNet root (holds Manually_Annotated_file_lists/)")
+    parser.add_argument("--root", required=True,
+                        help="AffectNet root (holds Manually_Annotated_file_lists/, or train_set/ and val_set/)")
+    parser.add_argument("--layout", default="auto", choices=LAYOUTS, help="release: detect, CSV lists, per-image .npy")
     parser.add_argument("--split", choices=["train", "val"], help="one split (default both)")
     parser.add_argument("--num-classes", type=int, default=8, choices=[7, 8], help="8 (0-7) or 7 (no Contempt)")
     parser.add_argument("--input-size", type=int, default=224, help="crop size")
@@ -116,7 +124,7 @@ def main(argv=None):
     summary = {}
     for split in [args.split] if args.split else ["train", "val"]:
         try:
-            table = load_split(args.root, split, args.num_classes)
+            table = load_split(args.root, split, args.num_classes, args.layout)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"dataset check failed: {e}")
         ds = build_dataset(table, train=False, input_size=args.input_size, box_scale=args.box_scale, augment={})

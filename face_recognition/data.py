@@ -11,11 +11,17 @@ Every face is warped with its 5 points to the ArcFace template (insightface ``fa
 flip (App. A.2). Unreadable images are not fatal: they come back with label -1 (CosFace skips
 them) and are counted; a malformed annotation file raises naming the file and line.
 
+insightface's pre-aligned 112 x 112 packs (``train.rec`` + ``train.idx`` + ``property``, read without mxnet by
+``face_recognition.recordio``) train the same way: no alignment (the crops are aligned already), a resize
+to ``size`` when it differs, the same normalisation and flip; an undecodable record is skipped and counted.
+
 Dataset check before a long run:
     python -m face_recognition.data --check --dataset vggface2 --root R [--split train]
     python -m face_recognition.data --check --dataset ijbb --root R/IJBB
+    python -m face_recognition.data --check --dataset recordio --root PACK_FOLDER
 """
 import argparse
+import io
 import json
 import os
 
@@ -27,6 +33,8 @@ from common.alignment import align_face, alignment_residual, arcface_template, u
 from common.files import rgb8
 from common.subsample import subset_by_identity, subset_keys
 from common.transforms import apply_to_points, invert
+from face_recognition.recordio import (IndexedRecordReader, RecordIOError, first_label, pack_index, read_property,
+                                       unpack_record)
 
 LIST_FILES = {"train": ("train_list.txt", "train.txt"), "test": ("test_list.txt", "test.txt")}
 LANDMARK_FILES = {"train": ("loose_landmark_train.csv",), "test": ("loose_landmark_test.csv",)}
@@ -195,6 +203,96 @@ def vggface2_training_set(root, *, split, keys, size, mean, std, flip_prob):
     return faces, classes.tolist()
 
 
+def pack_paths(path):
+    """(train.rec, train.idx, property) of an insightface pack folder, or of a ``prefix`` (``prefix.rec`` ...)."""
+    if os.path.isdir(path):
+        prefix, folder = os.path.join(path, "train"), path
+    else:
+        prefix, folder = (path[:-4] if path.endswith(".rec") else path), os.path.dirname(path)
+    rec, idx = prefix + ".rec", prefix + ".idx"
+    for p, what in ((rec, "RecordIO file"), (idx, "RecordIO index")):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{what} not found: {p} (expected an insightface pack: train.rec, train.idx)")
+    return rec, idx, os.path.join(folder, "property")
+
+
+def load_recordio(path):
+    """Index of an insightface pack shaped like ``load_vggface2``'s: {"paths": record keys as str, "identities":
+    labels as str, "missing_landmarks": 0}, plus "reader" and "labels" (int64)."""
+    rec, idx, _ = pack_paths(path)
+    reader = IndexedRecordReader(rec, idx)
+    index = pack_index(reader)
+    return {"paths": index["keys"].astype(str), "identities": index["labels"].astype(str), "missing_landmarks": 0,
+            "reader": reader, "keys": index["keys"], "labels": index["labels"], "header": index["header"]}
+
+
+def normalise(image, size, mean, std):
+    """A uint8 3 x H x W face crop resized to ``size`` px when it differs (bilinear, antialiased) and
+    normalised (x/255 - mean) / std; float32 3 x size x size."""
+    face = image.float().div_(255.0)
+    if face.shape[-2:] != (size, size):
+        face = torch.nn.functional.interpolate(face[None], size=(size, size), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+    mean = torch.as_tensor(mean, dtype=face.dtype).view(3, 1, 1)
+    std = torch.as_tensor(std, dtype=face.dtype).view(3, 1, 1)
+    return (face - mean) / std
+
+
+class RecordFaces(torch.utils.data.Dataset):
+    """Items of an insightface pack as ``LabelledFaces`` gives them: {"image", "label", "index"}; None for a
+    record that does not decode (or whose header label disagrees with the index), dropped and counted.
+
+    Holds the reader (its file opens lazily in each worker) and numpy arrays of offsets and labels."""
+
+    def __init__(self, reader, offsets, raw_labels, labels, *, size, mean, std, flip_prob=0.0):
+        self.reader, self.offsets, self.raw_labels = reader, np.asarray(offsets), np.asarray(raw_labels)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.size, self.mean, self.std, self.flip_prob = size, tuple(mean), tuple(std), flip_prob
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        try:
+            header, data = unpack_record(self.reader.read_at(int(self.offsets[i])))
+        except RecordIOError:
+            return None
+        image = load_rgb(io.BytesIO(data))
+        if image is None or first_label(header) != self.raw_labels[i]:
+            return None
+        face = normalise(image, self.size, self.mean, self.std)
+        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:  # App. A.2: the only augmentation
+            face = face.flip(-1)
+        return {"image": face, "label": int(self.labels[i]), "index": i}
+
+
+def recordio_training_set(path, *, size, mean, std, flip_prob, keys=None, index=None):
+    """(RecordFaces over the records ``keys`` (default all images) of the pack at ``path``, class names = the
+    pack's labels as str, in numeric order); mirrors ``vggface2_training_set``. ``index``: a ``load_recordio``
+    result to reuse."""
+    index = index or load_recordio(path)
+    rows = np.arange(len(index["keys"]))
+    if keys is not None:
+        try:
+            wanted = np.asarray(keys).astype(np.int64).reshape(-1)
+        except ValueError:
+            raise ValueError(f"{path}: RecordIO subset keys must be record numbers, got {list(keys)[:3]}") from None
+        rows = np.clip(np.searchsorted(index["keys"], wanted), 0, len(rows) - 1)
+        missing = wanted[index["keys"][rows] != wanted]
+        if len(missing) or not len(wanted):
+            raise ValueError(f"{path}: {len(missing)} of {len(wanted)} subset keys are not image records of the "
+                             f"pack, e.g. {missing[:3].tolist()}")
+    classes, labels = np.unique(index["labels"][rows], return_inverse=True)
+    reader = index["reader"]
+    _, _, prop = pack_paths(path)
+    if os.path.isfile(prop) and read_property(prop)[0] < len(classes):
+        raise ValueError(f"{prop}: says {read_property(prop)[0]} classes, the pack's images have {len(classes)}")
+    offsets = reader.offsets[np.searchsorted(reader.keys, index["keys"][rows])]
+    faces = RecordFaces(reader, offsets, index["labels"][rows], labels, size=size, mean=mean, std=std,
+                        flip_prob=flip_prob)
+    return faces, [str(c) for c in classes]
+
+
 def save_grid(faces, captions, mean, std, path, columns=8):
     """A PNG grid of normalised faces (N x 3 x S x S) with a caption drawn on each tile."""
     images = (faces * torch.as_tensor(std).view(1, 3, 1, 1) + torch.as_tensor(mean).view(1, 3, 1, 1)).clamp(0, 1)
@@ -211,10 +309,33 @@ def save_grid(faces, captions, mean, std, path, columns=8):
     canvas.save(path)
 
 
+def check_recordio(root, size, out, n_show=32):
+    """The dataset check of an insightface pack: counts, header ranges, property, undecodable records in
+    a sample of ``n_show`` spread over the pack (all of it when small), and a grid of those faces."""
+    index = load_recordio(root)
+    faces, classes = recordio_training_set(root, size=size, mean=(0.0,) * 3, std=(1.0,) * 3, flip_prob=0.0,
+                                           index=index)
+    counts = np.bincount(faces.labels.numpy())
+    pick = np.linspace(0, len(faces) - 1, min(n_show, len(faces))).round().astype(int)
+    items = [faces[int(i)] for i in pick]
+    good = [(it, classes[it["label"]]) for it in items if it is not None]
+    _, _, prop = pack_paths(root)
+    stats = {"images": len(faces), "identities": len(classes), "header_record": index["header"],
+             "property": read_property(prop) if os.path.isfile(prop) else None,
+             "images_per_identity": {"min": int(counts.min()), "median": float(np.median(counts)),
+                                     "max": int(counts.max())},
+             "sampled": len(items), "undecodable_in_sample": len(items) - len(good), "grid": out}
+    if good:
+        save_grid(torch.stack([it["image"] for it, _ in good]), [c for _, c in good], (0.0,) * 3, (1.0,) * 3, out)
+    return stats
+
+
 def check(dataset, root, split, size, out, n_show=32):
     """Read the dataset as training / evaluation would; print counts, write a sample grid, and
     report the alignment residual of the 5 points (px in the aligned crop; near 0 means the
     points and the template agree, large values flag bad landmark rows)."""
+    if dataset == "recordio":
+        return check_recordio(root, size, out, n_show)
     if dataset == "vggface2":
         index = load_vggface2(root, split)
         files = [os.path.join(root, split, p) for p in index["paths"]]
@@ -251,8 +372,9 @@ def check(dataset, root, split, size, out, n_show=32):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Check a face recognition dataset (VGGFace2, IJB-B, IJB-C)")
     parser.add_argument("--check", action="store_true", required=True, help="run the dataset check")
-    parser.add_argument("--dataset", required=True, choices=("vggface2", "ijbb", "ijbc"))
-    parser.add_argument("--root", required=True, help="VGGFace2 root, or the IJBB / IJBC folder")
+    parser.add_argument("--dataset", required=True, choices=("vggface2", "ijbb", "ijbc", "recordio"),
+                        help="recordio: an insightface pack folder (train.rec, train.idx, property)")
+    parser.add_argument("--root", required=True, help="VGGFace2 root, the IJBB / IJBC folder, or a pack folder")
     parser.add_argument("--split", default="train", choices=tuple(LIST_FILES), help="VGGFace2 split")
     parser.add_argument("--size", type=int, default=112, help="aligned crop size (ArcFace template: 112)")
     parser.add_argument("--out", default=None, help="sample grid PNG (default: check_<dataset>.png)")

@@ -22,7 +22,8 @@ from common.checkpoint import export_torchvision, make_state, save_checkpoint, u
 from common.config import cli
 from common.logger import log
 from common.subsample import load_keys, save_keys
-from face_recognition.data import choose_subset, load_vggface2, vggface2_training_set
+from face_recognition.data import (choose_subset, load_recordio, load_vggface2, recordio_training_set,
+                                   vggface2_training_set)
 from face_recognition.eval import benchmark_root, run_benchmarks
 from face_recognition.model import FaceRecognitionModel
 
@@ -34,7 +35,7 @@ def training_keys(cfg, root, subset_path):
         return load_keys(cfg.data.subset_file)
     if cfg.data.fraction < 1.0 and os.path.isfile(subset_path):
         return load_keys(subset_path)
-    index = load_vggface2(root, cfg.data.split)
+    index = load_recordio(root) if cfg.data.format == "recordio" else load_vggface2(root, cfg.data.split)
     if index["missing_landmarks"]:
         log(f"{index['missing_landmarks']} listed images have no landmark row and are left out")
     return choose_subset(index["paths"], index["identities"], fraction=cfg.data.fraction, seed=cfg.seed,
@@ -70,8 +71,11 @@ def main(cfg):
     keys = training_keys(cfg, root, subset_path)
     if dist.is_main() and cfg.data.fraction < 1.0:
         save_keys(subset_path, keys)  # App. A.3: the subset, reusable with data.subset_file
-    dataset, classes = vggface2_training_set(root, split=cfg.data.split, keys=keys, size=cfg.data.size,
-                                             mean=cfg.data.mean, std=cfg.data.std, flip_prob=cfg.data.flip_prob)
+    faces = dict(keys=keys, size=cfg.data.size, mean=cfg.data.mean, std=cfg.data.std, flip_prob=cfg.data.flip_prob)
+    if cfg.data.format == "recordio":  # an insightface pack (train.rec / train.idx / property) in data.vggface2
+        dataset, classes = recordio_training_set(root, **faces)
+    else:
+        dataset, classes = vggface2_training_set(root, split=cfg.data.split, **faces)
     loader = engine.make_loader(dataset, batch_size=local_bs, train=True, workers=cfg.data.num_workers,
                                 seed=cfg.seed, drop_last=True)
     ipe = len(loader)

@@ -1,4 +1,5 @@
 """Emotion (paper App. D.1, Table 12): AffectNet list parsing and masking, loss, metrics, flip averaging, end to end."""
+import io
 import json
 import math
 import os
@@ -163,3 +164,91 @@ def test_missing_affectnet_images_are_named(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "training.csv: 12 listed images are missing" in out and "(first 10 of 12)" in out
     assert [os.path.join(str(tmp_path), IMAGE_FOLDER, n) in out for n in names] == [False] + [True] * 10 + [False] * 2
+
+
+def _write_affectnet(out, layout, train=12, val=8):
+    """The synthetic AffectNet writer, run in this process for one ``layout`` (csv / npy / both)."""
+    from common.synthetic.writers import affectnet as writer
+    from common.synthetic.writers.sampling import context
+    cfg = {"train": train, "val": val, "layout": layout}
+    jobs = writer.plan_affectnet(cfg, 0)
+    ctx = context(0, 96)
+    writer.finish_affectnet(str(out), cfg, jobs, [writer.make_affectnet(ctx, str(out), cfg, j) for j in jobs], 0)
+    return out / writer.FOLDER
+
+
+def test_npy_release_gives_the_csv_labels_of_the_same_faces(tmp_path):
+    """The per-image .npy release of the synthetic faces (written with the CSV lists, ``layout=both``) parses to
+    the same classes, valence, arousal, V/A masks and dropped-row counts (codes 8-10, Contempt for 7 classes);
+    its landmarks are the CSV ones moved into the square crop; with the crop as box (box_scale 1) the face
+    crops agree with the CSV box crops up to JPEG noise; a root holding both releases must be told which."""
+    from emotion.data import build_dataset, load_split
+    root = _write_affectnet(tmp_path, "both")
+    for split, num_classes in (("train", 8), ("train", 7), ("val", 8)):
+        csv_table = load_split(str(root), split, num_classes, layout="csv")
+        npy_table = load_split(str(root), split, num_classes, layout="npy")
+        for field in ("expression", "valence", "arousal", "va_valid"):
+            np.testing.assert_array_equal(npy_table[field], csv_table[field], err_msg=field)
+        assert npy_table["dropped"] == csv_table["dropped"] and npy_table["dropped"]["no_basic_emotion(8-10)"] == 3
+        assert np.isnan(npy_table["boxes"]).all() and npy_table["keys"][0] == "0.jpg"
+        shift = csv_table["landmarks"] - npy_table["landmarks"]                  # one translation per face
+        np.testing.assert_allclose(shift, np.broadcast_to(shift[:, :1], shift.shape), atol=0.011)
+        box = csv_table["boxes"]
+        corner = (box[:, :2] + box[:, 2:]) / 2 - np.max(box[:, 2:] - box[:, :2], axis=1, keepdims=True) / 2
+        np.testing.assert_allclose(shift[:, 0], corner, atol=0.52)              # the square's corner
+    crops = [build_dataset(t, train=False, input_size=48, box_scale=1.0, augment={}) for t in (csv_table, npy_table)]
+    diffs = [float((crops[0][i]["image"] - crops[1][i]["image"]).abs().mean()) for i in range(len(crops[0]))]
+    assert max(diffs) < 0.15, diffs                                              # ~0.05-0.1: JPEG and half a pixel
+    assert all(crops[1][i]["expression"] == crops[0][i]["expression"] for i in range(len(crops[0])))
+    with pytest.raises(ValueError, match="holds both AffectNet releases"):
+        load_split(str(root), "val")
+    npy_only = _write_affectnet(tmp_path / "npy", "npy", train=4, val=4)        # detected without being told
+    assert not os.path.exists(npy_only / "Manually_Annotated_file_lists")
+    assert len(load_split(str(npy_only), "val")["keys"]) == 1                 # 4 rows, the last 3 are codes 8-10
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _npy_split(tmp_path, files):
+    """A one-id ``val_set`` of the .npy release; ``files`` maps a field to an array, or bytes written as they are."""
+    from emotion.affectnet import NPY_ANNOTATION_FOLDER
+    folder = tmp_path / "val_set" / NPY_ANNOTATION_FOLDER
+    folder.mkdir(parents=True)
+    for name, value in {"exp": np.array("1"), "val": np.array("0.25"), "aro": np.array("-0.5"), **files}.items():
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            (folder / f"7_{name}.npy").write_bytes(value)
+        else:
+            np.save(folder / f"7_{name}.npy", value, allow_pickle=value.dtype == object)
+    return str(tmp_path / "val_set")
+
+
+@pytest.mark.parametrize("files, bad, reason", [
+    ({"exp": b"1\n"}, "7_exp.npy", "not a readable .npy"),
+    ({"exp": np.array({"code": 1}, dtype=object)}, "7_exp.npy", "not a readable .npy"),
+    ({"exp": np.array("x")}, "7_exp.npy", "not a number"),
+    ({"exp": np.array("11")}, "7_exp.npy", "not a code 0-10"),
+    ({"val": np.array("1.5")}, "7_val.npy", "valence 1.5"),
+    ({"aro": np.array(["0.1", "0.2"])}, "7_aro.npy", "expected 1 number"),
+    ({"lnd": np.zeros(134)}, "7_lnd.npy", "expected 136"),
+    ({"lnd": _npy_bytes(np.zeros(136))[:-8]}, "7_lnd.npy", "cut short"),
+    ({"aro": None}, "7_aro.npy", "missing"),
+])
+def test_malformed_affectnet_npy_names_the_file(tmp_path, files, bad, reason):
+    from emotion.affectnet import read_affectnet_npy
+    with pytest.raises(AnnotationError, match=rf"{bad}: .*{reason}"):
+        read_affectnet_npy(_npy_split(tmp_path, files))
+
+
+def test_affectnet_npy_reads_numeric_arrays_and_masks_the_sentinel(tmp_path):
+    """Numbers stored as numbers (not strings) read the same; valence -2 masks V/A but keeps the class."""
+    from emotion.affectnet import read_affectnet_npy
+    table = read_affectnet_npy(_npy_split(tmp_path, {"exp": np.array(3), "val": np.array(-2.0),
+                                                     "lnd": np.arange(136.0)}))
+    assert table["paths"] == ["7.jpg"] and table["expression"].tolist() == [3] and table["va_valid"].tolist() == [False]
+    np.testing.assert_array_equal(table["landmarks"][0, 1], [2.0, 3.0])
