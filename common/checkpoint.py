@@ -10,6 +10,12 @@ Foreign layouts (facts in ../shared/research/anchors_frl_swav.md):
   ``module.encoder_q.*`` (its ``fc`` is the projection MLP), momentum encoder ``module.encoder_k.*``
   and the queue ``module.queue``, ``module.queue_ptr``.
 - torchvision: bare ``conv1.weight`` ... ``fc.bias``.
+- timm (``timm.models.resnet.ResNet``, e.g. ``resnet50.a1_in1k``): timm's ResNet keeps torchvision's
+  module names (``conv1``, ``bn1``, ``layer1.0.conv1`` .. ``layer4.2.bn3``, ``fc``), so its bare state
+  dict is read as the torchvision layout; its training checkpoints wrap it as ``{"state_dict": sd}``
+  (or ``{"model": sd}``) and DDP / wrapper modules prefix ``module.`` (read as the SwAV layout, whose
+  heads are absent) or ``model.`` (the "timm" layout below). Deep-stem variants (resnet50d:
+  ``conv1.0``...) have no torchvision counterpart and fail the strict load naming the keys.
 The backbone is loaded strictly: every tensor must be present with the right shape. Apart from the
 backbone only the keys above (projection heads, prototypes, ``fc``, MoCo's key encoder and queue)
 may be dropped; in our own checkpoints every key outside ``backbone.`` is a head and is dropped.
@@ -37,6 +43,7 @@ _LAYOUTS = (
     ("FRL", "module.base_net.", ("module.projection_net", "module.prototypes")),
     ("MoCo", "module.encoder_q.", ("module.encoder_k", "module.queue", "module.queue_ptr")),
     ("SwAV", "module.", ("module.projection_head", "module.prototypes")),
+    ("timm", "model.", ()),
     ("torchvision", "", ()),
 )
 _PLAIN_TYPES = (str, bytes, bytearray, int, float, complex, bool, type(None),

@@ -1,0 +1,1 @@
+"""Scripts of the paper tables, sweeps and the backbone evaluation harness (python -m scripts.evaluate)."""

@@ -1,0 +1,216 @@
+"""One command to evaluate any face backbone on the paper's tasks with the linear protocol (issue 20; paper §3.3,
+§5, App. A.3), at feature-cache speed.
+
+    python -m scripts.evaluate --init PATH|imagenet|scratch --data DATA --tasks all --fractions 1.0,0.1,0.02 \
+        --protocol linear --out runs/eval [--name NAME] [--arch resnet50] [--model module:function] [--synthetic]
+
+``--init``: anything ``common.backbone.build_backbone`` reads (our checkpoints, FRL / SwAV / MoCo / torchvision /
+timm ResNet state dicts, ``scratch``, ``imagenet``). ``--model module:function``: any nn.Module factory (called
+with no argument) whose forward gives pooled features (N, D); for a ResNet the tap is the ``fc`` input (layer4
+globally average-pooled). A module with ``feature_maps`` (our Backbone) also gives the spatial features that the
+landmarks ridge uses; for one without, landmarks use its pooled features.
+``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ (common.synthetic's names); a task
+whose folder is absent or unreadable is skipped and listed in the report with the reason.
+``--synthetic``: writes (once) the ``small`` synthetic preset into DATA (default OUT/data), ResNet-18, the tasks'
+synthetic.yaml sizes (<= 64 px): the whole harness on CPU in a few minutes. ``DRY_RUN=1`` prints the cells
+and the compute (feature extractions x images) without running.
+
+Outputs: OUT/cache/<key>/ (common.feature_cache), OUT/results/<name>.json (every finished cell; a rerun skips
+them, ``--force`` recomputes them from the cache), OUT/report.md and OUT/radar.png (scripts/evaluate_report.py).
+The protocols are in scripts/evaluate_linear.py. The last stdout line is the results JSON.
+"""
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common.backbone import build_backbone  # noqa: E402
+from common.feature_cache import FeatureCache, file_sha256, keys_sha256  # noqa: E402
+from common.files import write_json  # noqa: E402
+from common.logger import log  # noqa: E402
+from scripts.evaluate_features import extract  # noqa: E402
+from scripts.evaluate_linear import BENCHES, NOT_IN_V1, fraction_rows  # noqa: E402
+from scripts.evaluate_report import write_report  # noqa: E402
+
+SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "300w")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--init", default="scratch", help="scratch | imagenet | checkpoint path (any known layout)")
+    p.add_argument("--arch", default=None, help="resnet50 (default) | resnet18 (default with --synthetic)")
+    p.add_argument("--model", default="", help="module:function returning an nn.Module (overrides --init/--arch)")
+    p.add_argument("--data", default="", help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/)")
+    p.add_argument("--tasks", default="all", help=f"all or a comma list of {','.join(BENCHES)} or task/dataset")
+    p.add_argument("--fractions", default="1.0,0.1,0.02", help="training fractions (App. A.3 few-shot regimes)")
+    p.add_argument("--protocol", default="linear", choices=["linear"], help="linear (ridge on cached features)")
+    p.add_argument("--out", default="runs/eval", help="output folder (cache/, results/, report.md, radar.png)")
+    p.add_argument("--name", default="", help="backbone row name (default from --init / --model)")
+    p.add_argument("--seed", type=int, default=0, help="subset, hold-out and scratch-init seed")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the extraction")
+    p.add_argument("--synthetic", action="store_true", help="the small synthetic preset on CPU, ResNet-18")
+    p.add_argument("--force", action="store_true", help="recompute finished cells (features still from the cache)")
+    args = p.parse_args(argv)
+    args.arch = args.arch or ("resnet18" if args.synthetic else "resnet50")
+    args.fractions = [float(f) for f in args.fractions.split(",")]
+    if not args.data:
+        if not args.synthetic:
+            p.error("--data is required (or --synthetic)")
+        args.data = os.path.join(args.out, "data")
+    return args
+
+
+def build_model(args):
+    """(model, identity dict for the cache key and the report) of --model or --init/--arch."""
+    if args.model:
+        module, _, function = args.model.partition(":")
+        if not function:
+            raise SystemExit(f"--model {args.model!r}: expected module:function")
+        torch.manual_seed(args.seed)
+        model = getattr(importlib.import_module(module), function)()
+        return model, {"model": args.model, "seed": args.seed}
+    torch.manual_seed(args.seed)             # a scratch init is a function of the seed
+    model = build_backbone(args.arch, args.init)
+    ident = {"arch": args.arch, "init": args.init}
+    if args.init == "scratch":
+        ident["seed"] = args.seed
+    elif args.init != "imagenet":
+        ident = {"arch": args.arch, "init_sha256": file_sha256(args.init)}
+    return model, ident
+
+
+def default_name(args):
+    if args.model:
+        return args.model.replace(":", ".")
+    if args.init in ("scratch", "imagenet"):
+        return f"{args.init}_{args.arch}"
+    return os.path.splitext(os.path.basename(args.init))[0]
+
+
+def ensure_synthetic(data):
+    """The small synthetic preset's five datasets in ``data`` (written once; issue 3's common.synthetic)."""
+    if os.path.isfile(os.path.join(data, "manifest.json")):
+        return
+    log(f"writing the small synthetic preset to {data}")
+    subprocess.run([sys.executable, "-m", "common.synthetic", "--out", data, "--preset", "small", "--seed", "0",
+                    "--only", *SYNTHETIC_ONLY], cwd=ROOT, check=True)
+
+
+def selected_benches(tasks):
+    """[(task, dataset, folder, constructor)] named by --tasks."""
+    wanted = None if tasks == "all" else set(tasks.split(","))
+    out = []
+    for task, entries in BENCHES.items():
+        for dataset, folder, make in entries:
+            if wanted is None or task in wanted or f"{task}/{dataset}" in wanted:
+                out.append((task, dataset, folder, make))
+    if not out:
+        raise SystemExit(f"--tasks {tasks!r}: none of {list(BENCHES)}")
+    return out
+
+
+def load_benches(args):
+    """({name: Bench} whose data loaded, {name: reason} skipped); only annotations are read here."""
+    benches, skipped = {}, dict(NOT_IN_V1)
+    for task, dataset, folder, make in selected_benches(args.tasks):
+        root = os.path.join(args.data, folder)
+        name = f"{task}/{dataset}"
+        if not os.path.isdir(root):
+            skipped[name] = f"no data: {root} not found"
+            continue
+        try:
+            benches[name] = make(root, args.synthetic)
+        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+            skipped[name] = f"data not readable: {e}".splitlines()[0]
+    for name, reason in skipped.items():
+        log(f"skip {name}: {reason}")
+    return benches, skipped
+
+
+def bench_cells(bench, fractions):
+    return [f"{bench.name}/{f:g}" if "." in f"{f:g}" else f"{bench.name}/{f:.1f}"
+            for f in (fractions if bench.per_fraction else [1.0])]
+
+
+def features(bench, model, ident, cache, args, device):
+    """{split: cached feature arrays} of a bench (common.feature_cache)."""
+    out = {}
+    for split, (dataset, keys) in bench.splits.items():
+        root = os.path.abspath(os.path.join(args.data, bench.folder))
+        parts = {"backbone": ident, "dataset": bench.name, "root": root,
+                 "split": split, "keys_sha256": keys_sha256(keys), "preprocessing": bench.preprocessing,
+                 "taps": {"spatial": bench.spatial, "flip_sum": bench.flip_sum, "grid": 2}}
+
+        def compute(dataset=dataset, split=split):
+            log(f"extracting {bench.name}/{split}: {len(dataset)} images")
+            return extract(model, dataset, batch_size=args.batch_size, workers=args.workers, device=device,
+                           spatial=bench.spatial, flip_sum=bench.flip_sum)
+        out[split] = cache.get(parts, compute)
+    return out
+
+
+def main(argv=None):
+    args = parse(argv)
+    start = time.time()
+    if args.synthetic and os.environ.get("DRY_RUN") != "1":
+        ensure_synthetic(args.data)
+    benches, skipped = load_benches(args)
+    name = args.name or default_name(args)
+    results_path = os.path.join(args.out, "results", f"{name}.json")
+    results = {"name": name, "cells": {}, "skipped": {}}
+    if os.path.isfile(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    if os.environ.get("DRY_RUN") == "1":
+        todo = {b: [c for c in bench_cells(bench, args.fractions) if args.force or c not in results["cells"]]
+                for b, bench in benches.items()}
+        images = sum(len(ds) * (2 if bench.flip_sum else 1) for b, bench in benches.items() if todo[b]
+                     for ds, _ in bench.splits.values())
+        for b, cells in todo.items():
+            print("\n".join(f"cell {c}" for c in cells))
+        print(f"dry run: {sum(map(len, todo.values()))} cells, {sum(len(b.splits) for b in benches.values())} "
+              f"feature extractions (at most; cached ones are skipped), {images} images through the backbone")
+        return None
+    model, ident = build_model(args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    cache = FeatureCache(os.path.join(args.out, "cache"))
+    computed = []
+    for bench_name, bench in benches.items():
+        cells = [c for c in bench_cells(bench, args.fractions) if args.force or c not in results["cells"]]
+        if not cells:
+            continue
+        feats = features(bench, model, ident, cache, args, device)
+        train_keys = bench.splits["train"][1] if "train" in bench.splits else []
+        for cell in cells:
+            fraction = float(cell.rsplit("/", 1)[1])
+            rows = np.array([], dtype=np.int64)
+            if "train" in feats:
+                rows = fraction_rows(train_keys, fraction, args.seed)
+                rows = rows[feats["train"]["seen"][rows]]
+            metrics, floor = bench.score(feats, rows, args.seed)
+            results["cells"][cell] = {"metrics": metrics, "floor": floor, "n_train": int(len(rows))}
+            computed.append(cell)
+            log(f"{name} {cell}: {json.dumps(metrics)} (floor {json.dumps(floor)})")
+    results.update(backbone=ident, skipped=skipped,
+                   last_run={"cache": dict(cache.stats), "cells_computed": computed,
+                             "seconds": round(time.time() - start, 3)})
+    write_json(results_path, results)
+    log(f"report: {write_report(args.out)}")
+    print(json.dumps(results, sort_keys=True))
+    return results
+
+
+if __name__ == "__main__":
+    main()

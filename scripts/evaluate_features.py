@@ -1,0 +1,79 @@
+"""Frozen features of a backbone on a task's dataset, through common.feature_cache (issue 20; paper §3.3 linear).
+
+Feature taps (the ``fc`` input of a ResNet and what pretrain/probes.py's probes use):
+- ``pooled``: layer4 globally average-pooled, N x C4 (for a ``--model`` factory: its forward's output);
+- ``spatial``: layer3 and layer4 average-pooled to grid x grid and concatenated, N x (C3 + C4) grid^2
+  (``pretrain.probes.spatial_features``); only for modules with ``feature_maps`` (our Backbone).
+"""
+import numpy as np
+import torch
+
+from pretrain.data import MEAN as PROBE_MEAN, STD as PROBE_STD
+from pretrain.probes import spatial_features
+
+
+def _collate(items):
+    """(images, dataset indices) of the readable items: dicts with "image" / "index" (and "valid"), or
+    (image, label, index) tuples whose label -1 marks an unreadable image (face_recognition.data)."""
+    images, indices = [], []
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, dict):
+            if item.get("valid", True) is False:
+                continue
+            image, index = item["image"], item["index"]
+        else:
+            image, label, index = item
+            if int(label) == -1:
+                continue
+        images.append(image)
+        indices.append(int(index))
+    if not images:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.stack(images), torch.as_tensor(indices)
+
+
+def _taps(model, x, *, grid, spatial):
+    """(pooled N x D, spatial N x S or None) of a normalised batch ``x`` (module docstring)."""
+    if spatial and hasattr(model, "feature_maps"):
+        # spatial_features normalises uint8-range pixels with pretrain's MEAN/STD; the task crops are already
+        # normalised, so they go in through the inverse of that map and come out unchanged.
+        mean = torch.tensor(PROBE_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(PROBE_STD, device=x.device).view(1, 3, 1, 1)
+        pooled, maps = spatial_features(model, (x * std + mean) * 255, grid=grid, batch_size=len(x), device=x.device)
+        return pooled, maps
+    return model(x).double().cpu().numpy(), None
+
+
+@torch.no_grad()
+def extract(model, dataset, *, batch_size=64, workers=0, device="cpu", grid=2, spatial=False, flip_sum=False) -> dict:
+    """{"pooled", ["spatial"], "seen"} for every item of ``dataset`` (rows of unreadable items are 0 and
+    ``seen`` False); ``flip_sum`` adds the mirrored image's pooled features (the IJB protocol)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    n = len(dataset)
+    out, seen = {}, np.zeros(n, dtype=bool)
+    try:
+        for images, index in loader:
+            if not len(index):
+                continue
+            x = images.to(device).float()
+            pooled, maps = _taps(model, x, grid=grid, spatial=spatial)
+            if flip_sum:
+                pooled = pooled + _taps(model, x.flip(-1), grid=grid, spatial=False)[0]
+            for name, value in (("pooled", pooled), ("spatial", maps)):
+                if value is None:
+                    continue
+                if name not in out:
+                    out[name] = np.zeros((n, value.shape[1]), dtype=np.float32)
+                out[name][index.numpy()] = value
+            seen[index.numpy()] = True
+    finally:
+        model.train(was_training)
+    if "pooled" not in out:
+        raise ValueError(f"feature extraction: no readable image in the {n} items of {type(dataset).__name__}")
+    out["seen"] = seen
+    return out

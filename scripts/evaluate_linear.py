@@ -1,0 +1,270 @@
+"""The linear protocol of the backbone evaluation harness (issue 20; paper §3.3 "linear", §5, App. A.3) at
+feature-cache speed: closed-form ridge heads on frozen features, one ``Bench`` per (task, dataset).
+
+Each bench reads its dataset with the task's own code and config (``TASK/configs/<dataset>.yaml``, or
+``synthetic.yaml`` for the synthetic benchmark) and scores with the task's own metric code:
+- ``au/disfa`` (fold 0 of the frl folds), ``au/bp4d`` (train -> devel): ridge from pooled features to the AU
+  intensities; ICC(3,1) averaged over AUs on the test split (``au_intensity.engine.au_metrics``); floor 0.
+- ``emotion/affectnet`` (train -> val): ridge one-vs-all classifier -> accuracy (floor: the training
+  majority class); ridge -> valence / arousal, CCC (``emotion.engine.emotion_metrics``; floor 0).
+- ``recognition/ijbb``: no training; the pooled features are the embedding, scored by the IJB 1:1
+  protocol (``face_recognition.ijb``: flip sum, faceness weight, template pooling); TAR@FAR=1e-4
+  (floor: the FAR, what random scores reach). The same cell for every fraction.
+- ``landmarks/300w`` (train -> private, else full): ridge on spatial features (layer3 + layer4 pooled to
+  2x2) to the 68 points in the crop frame, mapped back to the image, NME (%) inter-ocular
+  (``landmarks.scores``); floor: the training mean shape. NOT the paper's heatmap-head linear protocol.
+The penalty of every ridge is chosen on a held-out 20 % of the cell's TRAINING rows (by subject for AU),
+never on the test split, then the ridge is refitted on all training rows. A fraction f < 1 keeps
+``common.subsample.subset_keys(train keys, f, seed)`` (App. A.3).
+"""
+import os
+
+import numpy as np
+import torch
+
+from common.config import load_config
+from common.metrics import lower_is_better
+from common.subsample import subset_keys
+from pretrain.probes import _ALPHAS as ALPHAS, DualRidge
+
+HOLDOUT = 0.2
+
+
+class Ridge(DualRidge):
+    """pretrain.probes.DualRidge (dual solution, N <= D) with ``predict_path``: predictions for many penalties
+    from one kernel between the new and the fit rows."""
+
+    def predict_path(self, y, x_new, alphas) -> list:
+        """[predictions at ``x_new`` of the ridge fitted to ``y`` (N x T) with penalty a x scale, a in alphas]."""
+        y_mean = y.mean(0)
+        k = ((x_new - self.mu) / self.sd) @ self.x.T
+        proj = self.evecs.T @ (y - y_mean)
+        return [k @ (self.evecs @ (proj / (self.evals + a * self.scale)[:, None])) + y_mean for a in alphas]
+
+
+class PrimalRidge(Ridge):
+    """The same ridge solved in the primal (features < samples: a D x D eigendecomposition); same
+    standardisation, intercept and penalty scale (mean kernel diagonal), so both give the same predictions."""
+
+    def __init__(self, x):  # noqa: the dual's __init__ would eigendecompose the N x N kernel
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-8
+        self.x = (x - self.mu) / self.sd
+        evals, self.evecs = np.linalg.eigh(self.x.T @ self.x)
+        self.evals = np.clip(evals, 0, None)
+        self.scale = self.evals.sum() / len(x)
+
+    def predict_path(self, y, x_new, alphas) -> list:
+        y_mean = y.mean(0)
+        z = ((x_new - self.mu) / self.sd) @ self.evecs
+        proj = self.evecs.T @ (self.x.T @ (y - y_mean))
+        return [z @ (proj / (self.evals + a * self.scale)[:, None]) + y_mean for a in alphas]
+
+    def predict(self, y, x_new, alpha):
+        return self.predict_path(y, x_new, [alpha])[0]
+
+
+def make_ridge(x):
+    """The cheaper of the dual (N <= D) and primal ridge of features ``x`` (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    return Ridge(x) if len(x) <= x.shape[1] else PrimalRidge(x)
+
+
+def holdout(groups, seed) -> np.ndarray:
+    """Boolean validation mask: 20 % of the groups (at least one), or of the rows when there are < 5 groups."""
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    unique = np.unique(groups)
+    if len(unique) < 5:
+        unique, groups = np.arange(len(groups)), np.arange(len(groups))
+    n_val = min(max(1, int(round(HOLDOUT * len(unique)))), len(unique) - 1)
+    return np.isin(groups, rng.permutation(unique)[:n_val])
+
+
+def _safe(score, pred, rows) -> float:
+    """``score(pred, rows)``, NaN where the metric is undefined (e.g. ICC of a constant)."""
+    try:
+        return float(score(pred, rows))
+    except (ValueError, TypeError):
+        return float("nan")
+
+
+def ridge_fit_predict(x, y, x_test, *, groups, score, metric, seed):
+    """(test predictions, chosen penalty): penalty chosen on a held-out part of the training rows by
+    ``score(pred, val_rows)`` (``metric`` names its direction), then refitted on every training row."""
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    alpha, val = 1.0, holdout(groups, seed)
+    if min(val.sum(), (~val).sum()) >= 2:   # else too few rows to choose: the grid's middle penalty
+        preds = make_ridge(x[~val]).predict_path(y[~val], np.asarray(x[val], np.float64), ALPHAS)
+        scores = np.array([_safe(score, p, np.flatnonzero(val)) for p in preds])
+        if np.isfinite(scores).any():
+            alpha = ALPHAS[int(np.nanargmin(scores) if lower_is_better(metric) else np.nanargmax(scores))]
+    return make_ridge(x).predict_path(y, np.asarray(x_test, np.float64), [alpha])[0], float(alpha)
+
+
+def fraction_rows(keys, fraction, seed) -> np.ndarray:
+    """Rows of ``keys`` in the few-shot subset ``subset_keys(keys, fraction, seed)`` (App. A.3)."""
+    if fraction >= 1.0:
+        return np.arange(len(keys))
+    chosen = set(subset_keys(keys, fraction, seed))
+    return np.array([i for i, k in enumerate(keys) if k in chosen], dtype=np.int64)
+
+
+def task_config(task, name, synthetic, root):
+    """The task's own config (synthetic.yaml on the synthetic benchmark) with data.root set."""
+    path = os.path.join(task, "configs", "synthetic.yaml" if synthetic else f"{name}.yaml")
+    return load_config(path, [f"data.root={root}"])
+
+
+class Bench:
+    """One (task, dataset): ``splits`` {split: (torch Dataset, sample keys)} to extract, and ``score``."""
+    task, dataset, folder, metrics, spatial, flip_sum, per_fraction = "", "", "", (), False, False, True
+
+    @property
+    def name(self):
+        return f"{self.task}/{self.dataset}"
+
+
+class AUBench(Bench):
+    """AU intensity, DISFA fold 0 or BP4D: ridge -> intensities, ICC (paper §5.3, Table 7 linear)."""
+    task, metrics = "au", ("icc_mean",)
+
+    def __init__(self, dataset, root, synthetic):
+        from au_intensity.data import LAYOUT_KEYS, split_dataset
+        self.dataset, self.folder = dataset, dataset.upper()
+        cfg = task_config("au_intensity", dataset, synthetic, root)
+        data = dict({k: cfg.data[k] for k in LAYOUT_KEYS}, dataset=dataset)
+        if synthetic and dataset == "bp4d":
+            data.update(boxes="none", frames_dir="", frame_name="")  # its default layout, no face-box file
+        self.clip = tuple(cfg.eval.clip)
+        self.preprocessing = {k: data[k] for k in ("fold", "fold_scheme", "boxes", "input_size", "box_scale")}
+        train, test = (split_dataset(s, **data, train=False) for s in ("train", cfg.data.test_split))
+        self.splits = {"train": (train, train.index.keys), "test": (test, test.index.keys)}
+
+    def score(self, feats, rows, seed):
+        from au_intensity.engine import au_metrics
+        train, test = self.splits["train"][0].index, self.splits["test"][0].index
+        tr, te = rows, np.flatnonzero(feats["test"]["seen"])
+        x, y = feats["train"]["pooled"][tr], train.labels[tr]
+        groups = [train.keys[i].split("/")[0] for i in tr]
+        pred, alpha = ridge_fit_predict(
+            x, y, feats["test"]["pooled"][te], groups=groups, metric="icc_mean", seed=seed,
+            score=lambda p, v: au_metrics(p, y[v], train.aus, self.clip)["icc_mean"])
+        metrics = au_metrics(pred, test.labels[te], test.aus, self.clip)
+        return {"icc_mean": metrics["icc_mean"], "alpha": alpha, "n_test": int(len(te))}, {"icc_mean": 0.0}
+
+
+class EmotionBench(Bench):
+    """AffectNet: ridge one-vs-all classes -> accuracy; ridge -> valence / arousal, CCC (paper App. D.1)."""
+    task, dataset, folder, metrics = "emotion", "affectnet", "AffectNet", ("accuracy", "valence_ccc", "arousal_ccc")
+
+    def __init__(self, root, synthetic):
+        from emotion.data import build_dataset, load_split
+        cfg = task_config("emotion", "affectnet", synthetic, root)
+        d = cfg.data
+        self.preprocessing = {"input_size": d.input_size, "box_scale": d.box_scale, "num_classes": d.num_classes}
+        self.tables = {s: load_split(root, split, d.num_classes) for s, split in (("train", "train"),
+                                                                                  ("test", d.test_split))}
+        self.splits = {s: (build_dataset(t, train=False, input_size=d.input_size, box_scale=d.box_scale, augment={}),
+                           t["keys"]) for s, t in self.tables.items()}
+
+    def score(self, feats, rows, seed):
+        from common.metrics import accuracy, ccc
+        from emotion.engine import emotion_metrics
+        train, test = self.tables["train"], self.tables["test"]
+        x, x_test = feats["train"]["pooled"], feats["test"]["pooled"]
+        te = np.flatnonzero(feats["test"]["seen"])
+        onehot = np.eye(test["num_classes"])[train["expression"]]
+        logits, a_cls = ridge_fit_predict(
+            x[rows], onehot[rows], x_test, groups=rows, metric="accuracy", seed=seed,
+            score=lambda p, v: accuracy(p, train["expression"][rows][v]))
+        va_rows = rows[train["va_valid"][rows]]
+        va = np.stack([train["valence"], train["arousal"]], 1).astype(np.float64)
+        va_pred, a_va = ridge_fit_predict(
+            x[va_rows], va[va_rows], x_test, groups=va_rows, metric="ccc", seed=seed,
+            score=lambda p, v: float(np.mean([ccc(np.clip(p[:, j], -1, 1), va[va_rows][v, j]) for j in (0, 1)])))
+        m = emotion_metrics(logits, va_pred[:, 0], va_pred[:, 1], test, te)
+        majority = np.bincount(train["expression"][rows], minlength=test["num_classes"]).argmax()
+        floor = {"accuracy": round(float((test["expression"][te] == majority).mean()), 4),
+                 "valence_ccc": 0.0, "arousal_ccc": 0.0}
+        return {"accuracy": m["accuracy"], "valence_ccc": (m["valence"] or {}).get("ccc"),
+                "arousal_ccc": (m["arousal"] or {}).get("ccc"), "alpha": [a_cls, a_va], "n_test": int(len(te))}, floor
+
+
+class RecognitionBench(Bench):
+    """IJB-B 1:1: pooled features as the embedding, no training; TAR@FAR=1e-4 (paper §5.1, Table 4)."""
+    task, dataset, folder, metrics, flip_sum, per_fraction = "recognition", "ijbb", "IJBB", ("tar@1e-4",), True, False
+
+    def __init__(self, root, synthetic):
+        from face_recognition.ijb import ijb_dataset, read_ijb_meta
+        cfg = task_config("face_recognition", "vggface2" if not synthetic else "synthetic", synthetic, "")
+        d = cfg.data
+        self.preprocessing = {"size": d.size, "mean": list(d.mean), "std": list(d.std), "flip_sum": True}
+        self.meta = read_ijb_meta(root, "ijbb")
+        self.splits = {"test": (ijb_dataset(self.meta, size=d.size, mean=d.mean, std=d.std),
+                                [str(f) for f in self.meta["files"]])}
+
+    def score(self, feats, rows, seed):
+        from face_recognition.ijb import pool_templates, score_pairs, verification_metrics
+        meta = self.meta
+        f = feats["test"]["pooled"].astype(np.float32) * feats["test"]["seen"][:, None] * meta["faceness"][:, None]
+        tids, templates = pool_templates(f, meta["templates"], meta["medias"])
+        m = verification_metrics(score_pairs(tids, templates, meta["pairs"][:, 0], meta["pairs"][:, 1]), meta["labels"])
+        return ({"tar@1e-4": round(m["tar_at_far"]["0.0001"], 4), "auc": round(m["auc"], 4),
+                 "n_test": int(len(meta["labels"]))}, {"tar@1e-4": 1e-4})
+
+
+class LandmarksBench(Bench):
+    """300W: ridge on spatial features -> 68 crop-frame points, NME inter-ocular (%) (not the paper's heatmap
+    head; paper §5.2, Table 6 column "test set" = the private 600)."""
+    task, dataset, folder, metrics, spatial = "landmarks", "300w", "300W", ("nme_io",), True
+
+    def __init__(self, root, synthetic):
+        from landmarks import formats
+        from landmarks.data import LandmarkDataset
+        cfg = task_config("landmarks", "300w", synthetic, root)
+        d = cfg.data
+        self.input_size, self.box_scale = d.input_size, d.box_scale
+        self.preprocessing = {"input_size": d.input_size, "box_scale": d.box_scale, "box": d.box}
+        train = formats.load_split("300w", root, "train", d.box)
+        try:
+            test = formats.load_split("300w", root, "private", d.box)
+        except (FileNotFoundError, formats.DatasetFormatError):
+            test = formats.load_split("300w", root, "full", d.box)
+        self.test_split = test.split
+        self.samples = {"train": train, "test": test}
+        self.splits = {s: (LandmarkDataset(v, input_size=d.input_size, box_scale=d.box_scale), v.keys)
+                       for s, v in self.samples.items()}
+
+    def score(self, feats, rows, seed):
+        from common.transforms import apply_to_points, invert
+        from landmarks import scores
+        crops = {s: ds.crops for s, (ds, _) in self.splits.items()}
+        train, test = self.samples["train"], self.samples["test"]
+        te = np.flatnonzero(feats["test"]["seen"])
+        y = apply_to_points(crops["train"], torch.from_numpy(train.points)).numpy().reshape(len(train), -1)
+
+        def nme_io(pred, split, idx):
+            pts = torch.from_numpy(pred.reshape(len(idx), -1, 2))
+            back = apply_to_points(invert(crops[split][idx]), pts).numpy()
+            return scores.per_image_nmes("300w", back, self.samples[split].points[idx])["nme_io"]
+
+        pred, alpha = ridge_fit_predict(
+            feats["train"]["spatial"][rows], y[rows], feats["test"]["spatial"][te], groups=rows, metric="nme_io",
+            seed=seed, score=lambda p, v: float(nme_io(p, "train", rows[v]).mean()))
+        nme = round(100 * float(nme_io(pred, "test", te).mean()), 4)
+        floor = scores.mean_shape_nme("300w", train.select(rows), test.select(te), input_size=self.input_size,
+                                      box_scale=self.box_scale)
+        return ({"nme_io": nme, "alpha": alpha, "n_test": int(len(te)), "test_split": self.test_split},
+                {"nme_io": round(floor, 4)})
+
+
+# task -> [(dataset, folder under --data, constructor(root, synthetic))]
+BENCHES = {
+    "au": [("disfa", "DISFA", lambda r, s: AUBench("disfa", r, s)),
+           ("bp4d", "BP4D", lambda r, s: AUBench("bp4d", r, s))],
+    "emotion": [("affectnet", "AffectNet", EmotionBench)],
+    "recognition": [("ijbb", "IJBB", RecognitionBench)],
+    "landmarks": [("300w", "300W", LandmarksBench)],
+}
+NOT_IN_V1 = {"3d/aflw2000": "3D (300W-LP -> AFLW2000-3D) is not in v1 of the harness"}
+PRIMARY = {"au": "icc_mean", "emotion": "accuracy", "recognition": "tar@1e-4", "landmarks": "nme_io"}

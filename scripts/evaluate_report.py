@@ -1,0 +1,136 @@
+"""Report of the backbone evaluation harness (issue 20): OUT/report.md (one row per backbone evaluated in OUT,
+plus the paper's rows where a cell matches) and OUT/radar.png (one axis per task x dataset at fraction 1.0,
+one polygon per backbone).
+
+Paper rows: ``scripts/paper_numbers.yaml`` Table 2 (fine-tuned after SwAV pre-training: 300W NME, DISFA ICC,
+IJB-B TAR@1e-4; the paper's DISFA ICC pools 3 folds, ours is fold 0) and au_intensity/tables.py Table 7
+(the paper's linear protocol on DISFA / BP4D: a linear layer trained by SGD on frozen features).
+"""
+import glob
+import json
+import os
+
+import numpy as np
+import yaml
+
+from common.files import write_text_atomic
+from common.metrics import LOWER_IS_BETTER, lower_is_better
+from scripts.evaluate_linear import PRIMARY
+
+PAPER_FRACTIONS = {"100%": "1.0", "10%": "0.1", "2%": "0.02", "1%": "0.01"}
+
+
+def load_results(out):
+    """{backbone name: results dict} of OUT/results/*.json, in name order."""
+    results = {}
+    for path in sorted(glob.glob(os.path.join(out, "results", "*.json"))):
+        with open(path) as f:
+            results[os.path.splitext(os.path.basename(path))[0]] = json.load(f)
+    return results
+
+
+def paper_rows(here=os.path.dirname(os.path.abspath(__file__))):
+    """{row label: {cell id "task/dataset/fraction/metric": value}} of the paper's numbers that match our cells."""
+    with open(os.path.join(here, "paper_numbers.yaml")) as f:
+        table2 = yaml.safe_load(f)["table2"]
+    rows = {}
+    cells = ("landmarks/300w/{}/nme_io", "au/disfa/{}/icc_mean", "recognition/ijbb/{}/tar@1e-4")
+    for fraction, by_data in table2["rows"].items():
+        for data, values in by_data.items():
+            row = rows.setdefault(f"paper (fine-tune, Table 2): SwAV on {data}", {})
+            for cell, value in zip(cells, values):
+                row[cell.format(PAPER_FRACTIONS[fraction])] = value
+    from au_intensity.tables import PAPER_T7
+    for fraction, by_init in PAPER_T7.items():
+        for init, values in by_init.items():
+            row = rows.setdefault(f"paper (linear, Table 7): {init}", {})
+            for cell, value in (("au/disfa/{}/icc_mean", values[1]), ("au/bp4d/{}/icc_mean", values[3])):
+                if value is not None:
+                    row[cell.format(PAPER_FRACTIONS[fraction])] = value
+    return rows
+
+
+def _columns(results):
+    """Sorted cell ids "task/dataset/fraction/metric" present in any result."""
+    cols = set()
+    for r in results.values():
+        for cell_id, cell in r.get("cells", {}).items():
+            cols.update(f"{cell_id}/{m}" for m in cell["metrics"] if m not in ("alpha", "n_test", "test_split", "auc"))
+    return sorted(cols, key=lambda c: (c.split("/")[:2], -float(c.split("/")[2]), c))
+
+
+def _fmt(v):
+    return "–" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def write_report(out):
+    """OUT/report.md and OUT/radar.png from every OUT/results/*.json; returns the report's path."""
+    results = load_results(out)
+    cols = _columns(results)
+    lines = ["# Backbone evaluation (linear protocol on frozen features, issue 20)", "",
+             "Cells: task/dataset/training fraction/metric. Our protocol: closed-form ridge on cached frozen "
+             "features (scripts/evaluate_linear.py); landmarks = ridge on spatial features (not the paper's "
+             "heatmap-head linear protocol); recognition = pooled features as the embedding, no training. "
+             "Paper rows are labelled with their protocol.", "",
+             "| backbone | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in results.items():
+        cells = r.get("cells", {})
+        values = [cells.get(c.rsplit("/", 1)[0], {}).get("metrics", {}).get(c.rsplit("/", 1)[1]) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
+    floors = {}
+    for r in results.values():
+        for cell_id, cell in r.get("cells", {}).items():
+            for m, v in cell.get("floor", {}).items():
+                floors.setdefault(f"{cell_id}/{m}", v)
+    lines.append("| floor (image ignored) | " + " | ".join(_fmt(floors.get(c)) for c in cols) + " |")
+    for label, row in paper_rows().items():
+        if any(c in row for c in cols):
+            lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    skipped = {k: v for r in results.values() for k, v in r.get("skipped", {}).items()}
+    if skipped:
+        lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in sorted(skipped.items())]
+    lines += ["", "![radar](radar.png)", ""]
+    path = os.path.join(out, "report.md")
+    write_text_atomic(path, "\n".join(lines))
+    plot_radar(results, os.path.join(out, "radar.png"))
+    return path
+
+
+def plot_radar(results, path):
+    """radar.png: one axis per task x dataset (primary metric, fraction 1.0), values min-max normalised per
+    axis over the backbones and floors, lower-is-better metrics inverted; one polygon per backbone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    axes = sorted({cid for r in results.values() for cid in r.get("cells", {}) if cid.endswith("/1.0")})
+    fig = plt.figure(figsize=(5.2, 5.2))
+    ax = fig.add_subplot(polar=True)
+    if axes:
+        metric = [PRIMARY[a.split("/")[0]] for a in axes]
+        table = np.array([[r.get("cells", {}).get(a, {}).get("metrics", {}).get(m, np.nan)
+                           for a, m in zip(axes, metric)]
+                          for r in results.values()], dtype=float)
+        floor = np.array([next((r["cells"][a]["floor"].get(m) for r in results.values() if a in r.get("cells", {})),
+                               np.nan) for a, m in zip(axes, metric)], dtype=float)
+        every = np.vstack([table, floor[None]])
+        lo, hi = np.nanmin(every, 0), np.nanmax(every, 0)
+        norm = (table - lo) / np.where(hi > lo, hi - lo, 1.0)
+        flip = np.array([m in LOWER_IS_BETTER and lower_is_better(m) for m in metric], dtype=bool)
+        norm[:, flip] = 1 - norm[:, flip]
+        angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False)
+        for name, values in zip(results, norm):
+            closed = np.append(np.nan_to_num(values), np.nan_to_num(values[:1]))
+            ax.plot(np.append(angles, angles[:1]), closed, "o-", ms=3, label=name)
+            ax.fill(np.append(angles, angles[:1]), closed, alpha=0.1)
+        ax.set_xticks(angles)
+        ax.set_xticklabels([f"{a.rsplit('/', 1)[0]}\n{m}{' (inv.)' if f else ''}"
+                            for a, m, f in zip(axes, metric, flip)], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_yticklabels([])
+        ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.25, 1.12))
+    ax.set_title("fraction 1.0, per-axis min-max (floor..best)", fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
