@@ -1,12 +1,22 @@
 """AU-intensity frames of DISFA and BP4D/FERA2015 (paper §5.3, App. A.2) and the dataset check.
 
 Images: DISFA ships videos, so frames are read from an extracted-frames folder
-(``Frames_LeftCamera/SNxxx/<frame>.jpg`` by default; ``data.frame_name`` is a format string of the
-label's frame number, e.g. ``{frame:05d}.png``); BP4D/FERA2015 frames are
-``BP4D-training/<subject>/<task>/<frame>.jpg``. A labelled frame whose image file is absent is
-dropped and counted; a subject or sequence folder that is absent altogether is an error.
-Crops: the whole frame by default, or a face box per frame / sequence / subject from a
-``key,x1,y1,x2,y2`` CSV (``data.boxes``; a key ``SN001`` or ``F001/T1`` covers all its frames).
+(``Frames_LeftCamera/SNxxx/<frame>.jpg`` by default); BP4D/FERA2015 frames are
+``BP4D-training/<subject>/<task>/<frame>.jpg`` (TadasBaltrusaitis/FERA-2015 ``data extraction/
+extract_faces_BP4D.m`` walks ``BP4D-training/<subject>/<task>/``). ``data.frame_name`` is a format
+string of the label's frame number; the default ``{frame}.jpg`` matches the number by value, so
+zero-padded names (``0612.jpg``, ``087.jpg``: BP4D pads to a width fixed per sequence folder, which
+machanic/AU_R-CNN ``dataset_toolkit/scripts/AU_intensity_index_file_gen.py`` reads off the folder's
+first file) and plain ones (``612.jpg``, ffmpeg's ``%d``) are both found, with one listing per
+folder; an explicit width (``{frame:05d}.png``) is used as written. A labelled frame whose image
+file is absent is dropped and counted; a subject or sequence folder that is absent is an error.
+
+Crops: a face box per frame / sequence / subject from a ``key,x1,y1,x2,y2`` CSV (``data.boxes``,
+default ``face_boxes.csv`` under ``data.root``, written by ``python -m au_intensity.boxes``; a key
+``SN001`` or ``F001/T1`` covers all its frames). Boxes are 0-based pixel coordinates with pixel
+centres at integers (common/transforms.py), x1 y1 x2 y2 the box's outer edges; the crop is the
+square of side ``data.box_scale`` x the longer box side about the box centre. ``data.boxes=none``
+letterboxes the whole frame instead (box_scale 1).
 
     python -m au_intensity.data --check --dataset {disfa,bp4d} --root R [--split S] [--fold F]
 """
@@ -32,6 +42,8 @@ DEFAULT_LAYOUT = {  # dataset -> (frames folder, frame file name pattern)
     "disfa": ("Frames_LeftCamera", "{frame}.jpg"),
     "bp4d": ("BP4D-training", "{frame}.jpg"),
 }
+BOXES_FILE = "face_boxes.csv"  # au_intensity.boxes' output under the dataset root (the configs' data.boxes)
+WHOLE_FRAME = ("none", "")     # data.boxes values that letterbox the whole frame
 
 
 @dataclass
@@ -42,11 +54,13 @@ class FrameIndex:
     labels: np.ndarray
     aus: tuple
     counts: dict
+    dataset: str = ""
+    root: str = ""
 
     def select(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
         return FrameIndex([self.keys[i] for i in rows], [self.paths[i] for i in rows], self.labels[rows],
-                          self.aus, dict(self.counts, selected=len(rows)))
+                          self.aus, dict(self.counts, selected=len(rows)), self.dataset, self.root)
 
 
 def split_subjects(dataset, split, *, fold=0, fold_scheme="frl"):
@@ -66,10 +80,31 @@ def split_subjects(dataset, split, *, fold=0, fold_scheme="frl"):
     raise ValueError(f"unknown AU dataset {dataset!r}; expected one of {DATASETS}")
 
 
+def numbered_files(folder, suffix):
+    """{frame number: file name} of the ``<digits><suffix>`` files of ``folder`` from one listing, whatever
+    their zero padding (BP4D pads per sequence folder: module docstring); two names of one number raise."""
+    stems = {n: n[: len(n) - len(suffix)] for n in os.listdir(folder) if n.endswith(suffix)}
+    names = [n for n, stem in stems.items() if stem.isdigit()]
+    numbers = np.array([int(stems[n]) for n in names], dtype=np.int64)
+    table = dict(zip(numbers.tolist(), names))
+    if len(table) != len(names):
+        values, counts = np.unique(numbers, return_counts=True)
+        twice = int(values[counts > 1][0])
+        raise ValueError(f"{folder}: frame {twice} has several files: "
+                         + ", ".join(sorted(n for n in names if int(stems[n]) == twice)))
+    return table
+
+
 def _frames_on_disk(folder, frames, frame_name):
+    """Paths of the labelled ``frames`` in ``folder`` and whether each exists (one listing per folder)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"frames folder not found: {folder} "
                                 "(extract the frames first, see au_intensity/README.md)")
+    suffix = frame_name[len("{frame}"):]
+    if frame_name.startswith("{frame}") and "{" not in suffix:      # number by value, any zero padding
+        table = numbered_files(folder, suffix)
+        names = [table.get(int(f), frame_name.format(frame=int(f))) for f in frames]
+        return [os.path.join(folder, n) for n in names], np.array([int(f) in table for f in frames], dtype=bool)
     present = set(os.listdir(folder))
     names = [frame_name.format(frame=int(f)) for f in frames]
     return [os.path.join(folder, n) for n in names], np.array([n in present for n in names], dtype=bool)
@@ -106,7 +141,7 @@ def index_split(dataset, root, subjects, *, frames_dir=None, frame_name=None):
     counts["frames"] = len(keys)
     if missing:
         log(f"{dataset}: {len(missing)} labelled frames have no image file and are left out: {first_paths(missing)}")
-    return FrameIndex(keys, paths, labels, aus, counts)
+    return FrameIndex(keys, paths, labels, aus, counts, dataset, root)
 
 
 def load_split(dataset, root, split, *, fold=0, fold_scheme="frl", frames_dir=None, frame_name=None):
@@ -132,6 +167,29 @@ def read_boxes(path):
                                          f"got {line.strip()!r}")
             boxes[parts[0].strip()] = box
     return boxes
+
+
+def resolve_boxes(boxes, root, dataset):
+    """The face-box CSV that ``data.boxes`` names ("" for whole frames: "none" or ""); a relative path is
+    under ``root``. A named file that is missing raises, naming it and the command that writes it."""
+    if str(boxes).strip().lower() in WHOLE_FRAME:
+        return ""
+    path = boxes if os.path.isabs(boxes) else os.path.join(root, boxes)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"face-box file not found: {path} (data.boxes={boxes!r}, relative to data.root). Write it with "
+            f"`python -m au_intensity.boxes --root {root} --dataset {dataset or 'disfa|bp4d'}`, or train on "
+            f"letterboxed whole frames with data.boxes=none")
+    return path
+
+
+def check_boxes(data):
+    """``resolve_boxes`` of a run's ``data`` config, before anything is written; whole frames log a warning."""
+    path = resolve_boxes(data.boxes, data.root, data.dataset)
+    if not path:
+        log(f"WARNING: data.boxes={data.boxes!r}: {data.dataset} frames are letterboxed whole, the face is a "
+            f"small part of the {data.input_size}px input; `python -m au_intensity.boxes` writes face boxes")
+    return path
 
 
 def boxes_for(keys, boxes):
@@ -168,15 +226,17 @@ class AUFrames(Dataset):
 
 def build_dataset(index, *, train, boxes_file, input_size, box_scale, augment):
     """AUFrames with the App. A.2 training augmentation (``augment``: dict of FaceCrop arguments)
-    or the plain crop; frames without a box in ``boxes_file`` are dropped (counted as "no_box")."""
+    or the plain crop; ``boxes_file`` as ``data.boxes`` ("none" = whole frames at box scale 1; a relative
+    path is under the index's root); frames without a box are dropped (counted as "no_box")."""
+    path = resolve_boxes(boxes_file, index.root, index.dataset)
     boxes = None
-    if boxes_file:
-        boxes = boxes_for(index.keys, read_boxes(boxes_file))
+    if path:
+        boxes = boxes_for(index.keys, read_boxes(path))
         has = np.isfinite(boxes).all(axis=1)
         index = index.select(np.flatnonzero(has))
         index.counts["no_box"] = int((~has).sum())
         boxes = boxes[has]
-    crop = FaceCrop(size=input_size, box_scale=box_scale, train=train, **(augment if train else {}))
+    crop = FaceCrop(size=input_size, box_scale=box_scale if path else 1.0, train=train, **(augment if train else {}))
     return AUFrames(index, crop, boxes)
 
 
@@ -225,14 +285,16 @@ def main(argv=None):
     parser.add_argument("--fold-scheme", default="frl", choices=sorted(L.DISFA_FOLDS), help="DISFA fold lists")
     parser.add_argument("--frames-dir", help="frames folder under the root (default per dataset)")
     parser.add_argument("--frame-name", help="frame file name pattern, e.g. '{frame:05d}.jpg'")
-    parser.add_argument("--boxes", default="", help="optional key,x1,y1,x2,y2 face-box CSV")
+    parser.add_argument("--boxes", help=f"key,x1,y1,x2,y2 face-box CSV, relative to the root, or none "
+                                        f"(default: {BOXES_FILE} when the root has it, else none)")
     parser.add_argument("--input-size", type=int, default=224, help="crop size")
-    parser.add_argument("--box-scale", type=float, default=1.0, help="crop side / box side")
+    parser.add_argument("--box-scale", type=float, default=1.35, help="crop side / box side (the configs')")
     parser.add_argument("--out", default="runs/check", help="folder for the PNG grid")
     parser.add_argument("--n-grid", type=int, default=16, help="samples drawn in the grid")
     args = parser.parse_args(argv)
     default = ["train", "val", "test"] if args.dataset == "disfa" else ["train", "devel"]
     splits = [args.split] if args.split else default
+    boxes = args.boxes or (BOXES_FILE if os.path.isfile(os.path.join(args.root, BOXES_FILE)) else "none")
     summary = {}
     for split in splits:
         try:
@@ -241,15 +303,15 @@ def main(argv=None):
                 continue
             index = index_split(args.dataset, args.root, subjects, frames_dir=args.frames_dir,
                                 frame_name=args.frame_name)
-            ds = build_dataset(index, train=False, boxes_file=args.boxes, input_size=args.input_size,
+            ds = build_dataset(index, train=False, boxes_file=boxes, input_size=args.input_size,
                                box_scale=args.box_scale, augment={})
         except (FileNotFoundError, L.LabelFormatError, ValueError) as e:
             raise SystemExit(f"dataset check failed: {e}")
         unreadable = [p for p in ds.index.paths if not readable(p)]
         grid = os.path.join(args.out, f"check_{args.dataset}_{split}.png")
         draw_grid(ds, grid, n=args.n_grid)
-        report = {"dataset": args.dataset, "split": split, "subjects": len(subjects), **ds.index.counts,
-                  "usable_frames": len(ds), "unreadable_images": len(unreadable),
+        report = {"dataset": args.dataset, "split": split, "boxes": boxes, "subjects": len(subjects),
+                  **ds.index.counts, "usable_frames": len(ds), "unreadable_images": len(unreadable),
                   "labels": label_statistics(ds.index), "grid": grid}
         print(json.dumps(report, indent=1))
         summary[split] = {"frames": len(ds), "unreadable": len(unreadable)}

@@ -11,7 +11,7 @@ records the mean of the per-fold ICCs beside it. The metrics JSON is the last li
 """
 import os
 
-from au_intensity.data import LAYOUT_KEYS, split_dataset
+from au_intensity.data import LAYOUT_KEYS, check_boxes, split_dataset
 from au_intensity.engine import pool_runs, test_and_save
 from au_intensity.model import AUIntensityNet
 from common import distributed
@@ -29,8 +29,9 @@ def main(cfg, checkpoint=None, split=None, out=None, pool=()):
         return metrics
     if not checkpoint:
         raise SystemExit("give --checkpoint PATH (or --pool RUN ...)")
-    info = distributed.init()
     data = cfg.data
+    check_boxes(data)
+    info = distributed.init()
     split = split or data.test_split
     dataset = split_dataset(split, **{k: data[k] for k in LAYOUT_KEYS})
     if dataset is None:

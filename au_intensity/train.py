@@ -8,7 +8,7 @@ split), predictions.npz, metrics.json}; resumes from last.pth when it exists. DI
 separate runs; ``python -m au_intensity.eval --pool`` scores their pooled test predictions.
 """
 
-from au_intensity.data import LAYOUT_KEYS, build_dataset, split_dataset
+from au_intensity.data import LAYOUT_KEYS, build_dataset, check_boxes, split_dataset
 from au_intensity.engine import evaluate, test_and_save
 from au_intensity.model import AUIntensityNet, au_l2_loss
 from common import distributed, engine, finetune
@@ -26,6 +26,7 @@ def l2_loss(outputs, batch):
 def main(cfg):
     info = distributed.init()
     device, out, data, optim, mode = info.device, cfg.out, cfg.data, cfg.optim, cfg.model.adaptation
+    check_boxes(data)  # a missing face-box file (data.boxes) fails before the run folder is written
     writer = finetune.start_run(cfg, "au_intensity.train", info)
 
     layout = {k: data[k] for k in LAYOUT_KEYS}

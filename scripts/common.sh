@@ -40,7 +40,7 @@ tiny() {  # TASK: overrides that shrink a paper config to the synthetic CPU scal
         landmarks) echo "model.arch=resnet18 data.input_size=64 data.heatmap_size=16 data.sigma=2.0 optim.lr=3e-3" \
                         "optim.batch_size=4 optim.schedule=constant data.num_workers=0 optim.epochs=1" ;;
         au) echo "model.arch=resnet18 data.input_size=64 optim.lr=1e-3 optim.batch_size=8 data.num_workers=0" \
-                 "eval.batch_size=32 train.eval_every=1 optim.epochs=1" ;;
+                 "eval.batch_size=32 train.eval_every=1 optim.epochs=1 data.boxes=none" ;;
         emotion) echo "model.arch=resnet18 data.input_size=64 optim.lr=1e-3 optim.batch_size=8 data.num_workers=0" \
                       "eval.batch_size=32 optim.epochs=1" ;;
         r3d) echo "model.arch=resnet18 data.input_size=64 data.num_workers=0 model.factors=[4,4,4]" \

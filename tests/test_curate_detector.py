@@ -1,4 +1,4 @@
-"""Face detectors of the curation pipeline: MTCNN on a real face, RetinaFace layout and decoding."""
+"""Face detectors: MTCNN (common/face_detect) on a real face, RetinaFace layout and decoding (pretrain/curate)."""
 import os
 import subprocess
 import sys
@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.curate import mtcnn as mt
+from common.face_detect import mtcnn as mt
+from common.face_detect.mtcnn_weights import MTCNN_FILES, extract_mtcnn_weights, fetch_mtcnn
 from pretrain.curate import retinaface as rf
-from pretrain.curate.detector import MTCNN_FILES, build_detector, extract_mtcnn_weights, fetch_mtcnn
+from pretrain.curate.detector import build_detector
 from pretrain.curate.image_io import crop_face, to_crop
 
 CACHE = Path(os.path.expanduser("~/.cache/facerep"))

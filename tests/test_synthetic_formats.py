@@ -238,22 +238,33 @@ def test_disfa_labels_and_frames(synthetic_root):
 # ---------------------------------------------------------------- BP4D (FERA 2015)
 
 def test_bp4d_intensity_csvs(synthetic_root):
+    """Frame files are the CSV's frame numbers zero-padded to one width per sequence folder (3 or 4 digits, as
+    machanic/AU_R-CNN dataset_toolkit/scripts/AU_intensity_index_file_gen.py reads them); the face lies in a
+    part of the larger frame (the tiny preset's canvas), with its true box in synthetic_face_boxes.csv."""
     root = os.path.join(synthetic_root, "BP4D")
     train = [f"F{i:03d}" for i in range(1, 24, 2)] + [f"M{i:03d}" for i in range(1, 18, 2)]
     devel = [f"F{i:03d}" for i in range(2, 23, 2)] + [f"M{i:03d}" for i in range(2, 19, 2)]
     assert sorted(os.listdir(os.path.join(root, "BP4D-training"))) == sorted(train + devel)
-    codes = []
+    with open(os.path.join(root, "synthetic_face_boxes.csv")) as f:
+        truth = {row[0]: [float(v) for v in row[1:]] for row in csv.reader(f)}
+    codes, widths = [], set()
     for au in (6, 10, 12, 14, 17):
         files = sorted(glob.glob(os.path.join(root, "AU Intensity Codes3.0", f"AU{au:02d}", f"*_AU{au:02d}.csv")))
         assert {os.path.basename(f)[:4] for f in files} == set(train + devel)
         for path in files:
             subject, task = os.path.basename(path).split("_")[:2]
-            for line in _lines(path):
-                frame, code = (int(v) for v in line.split(","))
-                assert code in (0, 1, 2, 3, 4, 5, 9)
-                assert os.path.exists(os.path.join(root, "BP4D-training", subject, task, f"{frame}.jpg"))
-                codes.append(code)
-    assert 9 in codes and any(0 < c < 9 for c in codes)
+            names = sorted(os.listdir(os.path.join(root, "BP4D-training", subject, task)))
+            width = {len(n) - 4 for n in names}
+            assert len(width) == 1 and width <= {3, 4} and all(n.endswith(".jpg") for n in names)
+            widths |= width
+            rows = [[int(v) for v in line.split(",")] for line in _lines(path)]
+            assert [f"{frame:0{min(width)}d}.jpg" for frame, _ in rows] == names
+            codes += [code for _, code in rows]
+            x1, y1, x2, y2 = truth[f"{subject}/{task}/{rows[0][0]}"]
+            width_px, height_px = _size(os.path.join(root, "BP4D-training", subject, task, names[0]))
+            assert 0 <= x1 < x2 <= width_px and 0 <= y1 < y2 <= height_px and (x2 - x1) < 0.5 * width_px
+    assert set(codes) <= {0, 1, 2, 3, 4, 5, 9} and 9 in codes and any(0 < c < 9 for c in codes)
+    assert widths == {3, 4}
 
 
 # ---------------------------------------------------------------- AffectNet
@@ -334,6 +345,13 @@ def test_aflw2000_3d_mats(synthetic_root):
         yaws.append(abs(np.degrees(mat["Pose_Para"][0, 1])))               # [pitch, yaw, roll, ...] radians
     bins = np.digitize(yaws, [30.0, 60.0], right=True)
     assert set(bins) == {0, 1, 2}                                          # all three protocol bins
+    # 3DDFA test.configs format: float32 |yaw| in degrees, sorted image-name order; every 5th image moves bin
+    pose_file = np.load(os.path.join(root, "AFLW2000-3D-new.pose.npy"), allow_pickle=False)
+    assert pose_file.dtype == np.float32 and pose_file.shape == (len(mats),)
+    moved = np.arange(len(mats)) % 5 == 4
+    assert moved.any()
+    np.testing.assert_allclose(pose_file[~moved], np.asarray(yaws)[~moved], atol=1e-3)
+    assert (np.digitize(pose_file[moved], [30.0, 60.0], right=True) != bins[moved]).all()
 
 
 def test_florence_meshes_and_renders(synthetic_root):

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.ops import batched_nms
 
-from pretrain.curate.detect_base import Detector
+from common.face_detect.base import Detector
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -161,7 +161,7 @@ def decode(loc, landm, priors, height, width):
 
 
 class RetinaFaceDetector(Detector):
-    """RetinaFace behind the `Detector` interface (detect_base.py); keeps scores > score_threshold."""
+    """RetinaFace behind the `Detector` interface (common/face_detect/base.py); keeps scores > score_threshold."""
 
     def __init__(self, model, *, score_threshold=0.5, nms_threshold=0.4, top_k=5000, keep_top_k=750,
                  device="cpu"):

@@ -10,7 +10,17 @@ BP4D / FERA 2015 intensity (§3.2): AUs 6, 10, 12, 14, 17; ``AU Intensity Codes3
 AUnn.csv``, lines ``frame,intensity`` (no header), codes 0–5 and **9 = not coded** (some frames of the
 tiny and demo sets carry it); subjects: FERA2015 train F001…M017 (21) and devel F002…M018 (20);
 tasks T1…T8; frames ``BP4D-training/<subject>/<task>/<frame>.jpg`` (devel subjects live in the same folder,
-as in the FERA 2015 release; frame numbers do not start at 1).
+as in the FERA 2015 release; frame numbers do not start at 1) named as the release names them: the number
+zero-padded to a width fixed per sequence folder, here 3 or 4 digits (``087.jpg``, ``0612.jpg``;
+machanic/AU_R-CNN ``dataset_toolkit/scripts/AU_intensity_index_file_gen.py`` reads the width off each
+folder's first file), while the CSVs carry the plain number.
+
+Frames: with ``canvas`` (H, W) in the preset the face render is placed in a larger frame of its plain
+background, as the real 1024x768 frames hold the face in a part of the picture (au_intensity/boxes.py
+finds it); the render's spot is fixed per sequence and drifts a few pixels with the head. Without it a
+frame is the face-centred render. ``synthetic_face_boxes.csv`` in each dataset folder (not part of the
+real releases) holds every frame's true face box in au_intensity's box format: ``key,x1,y1,x2,y2``, the
+outer edges of the rendered face-region pixels, pixel centres at integers.
 
 Each subject's frames are a short expression sequence (AU intensities ramp up and down around
 prototype expressions); the labelled AUs are rendered at exactly their integer label.
@@ -25,6 +35,7 @@ from common.synthetic.writers.sampling import identity, render_inside, rng_for
 
 FOLDER_DISFA = "DISFA"
 FOLDER_BP4D = "BP4D"
+TRUTH_BOXES = "synthetic_face_boxes.csv"
 DISFA_SUBJECTS = tuple(f"SN{i:03d}" for i in (*range(1, 14), 16, 17, 18, 21, *range(23, 33)))
 BP4D_TRAIN = tuple(f"F{i:03d}" for i in range(1, 24, 2)) + tuple(f"M{i:03d}" for i in range(1, 18, 2))
 BP4D_DEVEL = tuple(f"F{i:03d}" for i in range(2, 23, 2)) + tuple(f"M{i:03d}" for i in range(2, 19, 2))
@@ -56,14 +67,42 @@ def _sequence(rng, frames, labelled):
     return [dict(zip(aus, row.tolist())) for row in values], labels
 
 
+def _in_frame(render, canvas_hw, rng, frame):
+    """``render`` pasted into a ``canvas_hw`` frame of its border colour (with a fixed grain) at a spot drawn
+    from ``rng`` (one state per sequence) that drifts with ``frame``; returns (frame image, (dx, dy))."""
+    size = render.shape[0]
+    room = np.array([canvas_hw[1] - size, canvas_hw[0] - size], dtype=np.float64)
+    if (room < 0).any():
+        raise ValueError(f"a {size}px render does not fit into a {canvas_hw} canvas")
+    spot, phase = rng.uniform(0.2, 0.8, 2) * room, rng.uniform(0.0, 2 * np.pi, 2)
+    dx, dy = np.clip(np.rint(spot + 0.1 * room * np.sin(0.3 * frame + phase)), 0, room).astype(int)
+    border = np.concatenate([render[0], render[-1], render[:, 0], render[:, -1]])
+    grain = rng.normal(0.0, 2.0, (*canvas_hw, 1))
+    image = np.clip(np.median(border, axis=0) + grain + 0.5, 0, 255).astype(np.uint8)
+    image[dy:dy + size, dx:dx + size] = render
+    return image, (dx, dy)
+
+
 def _render_frame(ctx, cfg, namespace, subject, session, frame, aus):
-    """A lab-style video frame: the subject's fixed background and light, near-frontal head with a little motion;
-    ``cfg["zoom"]`` (default 1) scales the face in the frame, as a closer camera would."""
+    """A lab-style video frame and its face box (x1 y1 x2 y2, outer pixel edges): the subject's fixed background
+    and light, near-frontal head with a little motion; ``cfg["zoom"]`` (default 1) scales the face in the render,
+    as a closer camera would; ``cfg["canvas"]`` places the render in a larger frame (module docstring)."""
     motion = rng_for(ctx.seed, namespace, "motion", subject).uniform(-1, 1, 3) * (15.0, 6.0, 4.0)
     pose = tuple(m * np.sin(0.3 * frame + k) for k, m in enumerate(motion))
     scene = rng_for(ctx.seed, namespace, "scene", session)                   # same state for every frame
-    return render_inside(ctx, identity(ctx, namespace, subject), aus, pose, scene, scale=cfg.get("zoom", 1.0),
-                         background="plain").image
+    result = render_inside(ctx, identity(ctx, namespace, subject), aus, pose, scene, scale=cfg.get("zoom", 1.0),
+                           background="plain")
+    box = result.box.astype(np.float64) + (-0.5, -0.5, 0.5, 0.5)            # pixel indices -> outer edges
+    if "canvas" not in cfg:
+        return result.image, box
+    image, offset = _in_frame(result.image, tuple(cfg["canvas"]), rng_for(ctx.seed, namespace, "spot", session),
+                              frame)
+    return image, box + np.tile(offset, 2)
+
+
+def _write_truth(path, keys, records):
+    """The true face boxes as ``key,x1,y1,x2,y2`` lines (au_intensity.data.read_boxes' format)."""
+    write_text(path, [f"{k}," + ",".join(f"{v:.1f}" for v in r["box"]) for k, r in zip(keys, records)])
 
 
 def plan_disfa(cfg, seed):
@@ -76,12 +115,14 @@ def _disfa_sequence(seed, subject, frames):
 
 def make_disfa(ctx, out, cfg, job):
     aus, _ = _disfa_sequence(ctx.seed, job["subject"], cfg["frames"])
-    image = _render_frame(ctx, cfg, "disfa", job["subject"], job["subject"], job["frame"], aus[job["frame"] - 1])
+    image, box = _render_frame(ctx, cfg, "disfa", job["subject"], job["subject"], job["frame"],
+                               aus[job["frame"] - 1])
     save_image(os.path.join(out, FOLDER_DISFA, "Frames_LeftCamera", job["subject"], f"{job['frame']}.jpg"), image)
-    return {}
+    return {"box": box.tolist()}
 
 
 def finish_disfa(out, cfg, jobs, records, seed):
+    _write_truth(os.path.join(out, FOLDER_DISFA, TRUTH_BOXES), [j["key"] for j in jobs], records)
     for subject in DISFA_SUBJECTS:
         _, labels = _disfa_sequence(seed, subject, cfg["frames"])
         for k, au in enumerate(face_model.AUS_DISFA):
@@ -92,6 +133,11 @@ def finish_disfa(out, cfg, jobs, records, seed):
 
 def _bp4d_sequences(cfg):
     return [(s, f"T{k + 1}") for s in BP4D_TRAIN + BP4D_DEVEL for k in range(cfg["tasks"])]
+
+
+def _bp4d_digits(seed, subject, task):
+    """Zero-padded width of a sequence's frame file names (3 or 4 digits, fixed per folder: module docstring)."""
+    return int(rng_for(seed, "bp4d", "naming", subject, task).integers(3, 5))
 
 
 def _bp4d_sequence(seed, cfg, subject, task):
@@ -112,20 +158,24 @@ def plan_bp4d(cfg, seed):
 
 def make_bp4d(ctx, out, cfg, job):
     first, aus, _ = _bp4d_sequence(ctx.seed, cfg, job["subject"], job["task"])
-    image = _render_frame(ctx, cfg, "bp4d", job["subject"], job["key"].rsplit("/", 1)[0], job["t"], aus[job["t"]])
-    save_image(os.path.join(out, FOLDER_BP4D, "BP4D-training", job["subject"], job["task"], f"{first + job['t']}.jpg"),
-               image)
-    return {}
+    image, box = _render_frame(ctx, cfg, "bp4d", job["subject"], job["key"].rsplit("/", 1)[0], job["t"],
+                               aus[job["t"]])
+    name = f"{first + job['t']:0{_bp4d_digits(ctx.seed, job['subject'], job['task'])}d}.jpg"
+    save_image(os.path.join(out, FOLDER_BP4D, "BP4D-training", job["subject"], job["task"], name), image)
+    return {"box": box.tolist()}
 
 
 def finish_bp4d(out, cfg, jobs, records, seed):
-    uncoded = 0
+    uncoded, firsts = 0, {}
     for subject, task in _bp4d_sequences(cfg):
         first, _, labels = _bp4d_sequence(seed, cfg, subject, task)
+        firsts[subject, task] = first
         uncoded += int(np.sum(labels == 9))
         for k, au in enumerate(face_model.AUS_BP4D):
             write_text(os.path.join(out, FOLDER_BP4D, "AU Intensity Codes3.0", f"AU{au:02d}",
                                     f"{subject}_{task}_AU{au:02d}.csv"),
                        [f"{first + t},{v}" for t, v in enumerate(labels[:, k])])
+    _write_truth(os.path.join(out, FOLDER_BP4D, TRUTH_BOXES),
+                 [f"{j['subject']}/{j['task']}/{firsts[j['subject'], j['task']] + j['t']}" for j in jobs], records)
     return {"images": len(jobs), "train_subjects": len(BP4D_TRAIN), "devel_subjects": len(BP4D_DEVEL),
             "tasks": cfg["tasks"], "uncoded_labels": uncoded}

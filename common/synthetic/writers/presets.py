@@ -4,7 +4,9 @@ held-out learning tests (issues 6-9), ``demo`` for ``make demo``.
 Counts are the miniature copies' own (the real counts are in shared/research); split sizes that a
 real protocol hard-codes (e.g. AFLW-19's 20000 training faces) are recorded in ``manifest.json``.
 Canvas sizes are (H, W) of the whole "photos" the render is placed in, before a random jitter.
-A dataset entry may set its own ``render_size``; DISFA / BP4D take ``zoom`` (face scale in the frame).
+A dataset entry may set its own ``render_size``; DISFA / BP4D take ``zoom`` (face scale in the render) and
+``canvas`` (H, W of a frame larger than the render, which then holds the face in a part of it, as the real
+1024x768 frames do: the BP4D copies of ``tiny`` and ``small`` have one, for au_intensity/boxes.py's tests).
 
 ``demo`` renders at 64 px (the demo's fine-tune size) so that 8,000 unlabelled faces, a 1,000-face probe
 set and labelled sets whose 2 % holds >= 30 faces (1,500 300W, 1,500 DISFA and 1,520 300W-LP training
@@ -31,7 +33,7 @@ PRESETS = {
         "ijbb": {"subjects": 3, "max_templates": 2, "impostor_per_genuine": 2},
         "ijbc": {"subjects": 3, "max_templates": 2, "impostor_per_genuine": 2},
         "disfa": {"frames": 2},
-        "bp4d": {"tasks": 1, "frames": 2, "uncoded_rate": 0.1},
+        "bp4d": {"tasks": 1, "frames": 3, "uncoded_rate": 0.1, "canvas": (144, 192)},
         "affectnet": {"train": 12, "val": 8},
         "300w_lp": {"sources": 1, "views": 2, "canvas": 128},
         "aflw2000_3d": {"images": 6, "canvas": 128},
@@ -50,7 +52,7 @@ PRESETS = {
         "ijbb": {"subjects": 60, "max_templates": 4, "impostor_per_genuine": 20},
         "ijbc": {"subjects": 60, "max_templates": 4, "impostor_per_genuine": 20},
         "disfa": {"frames": 24, "zoom": 1.8},
-        "bp4d": {"tasks": 1, "frames": 4, "uncoded_rate": 0.05, "zoom": 1.8},
+        "bp4d": {"tasks": 2, "frames": 8, "uncoded_rate": 0.05, "zoom": 1.4, "canvas": (96, 128)},
         "affectnet": {"train": 1600, "val": 200, "render_size": 128},
         "300w_lp": {"sources": 100, "views": 2, "canvas": 86},
         "aflw2000_3d": {"images": 60, "canvas": 86},

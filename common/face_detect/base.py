@@ -1,4 +1,5 @@
-"""The face-detector interface of the curation pipeline (paper App. A.1, App. C: detect, then crop)."""
+"""The face-detector interface (paper App. A.1, App. C: detect, then crop), used by pretrain/curate and
+au_intensity/boxes.py."""
 from abc import ABC, abstractmethod
 
 import numpy as np

@@ -1,13 +1,17 @@
 """MTCNN face detector (Zhang et al. 2016, arXiv:1604.02878) in plain PyTorch: the detect step of
-the Flickr-Face recipe (paper App. C) when RetinaFace weights are not at hand.
+the Flickr-Face recipe (paper App. C) when RetinaFace weights are not at hand, and the face boxes of
+the AU-intensity frames (au_intensity/boxes.py).
 
 The three networks take the P/R/O-Net weight files shipped in the facenet-pytorch 2.6.0 wheel
-(`facenet_pytorch/data/{pnet,rnet,onet}.pt`, converted from the authors' Caffe models). Their
-layout fixes two conventions used here: images are fed as NCHW without the Caffe transpose, and
-the dense layers of R/O-Net read the conv features flattened in (W, H, C) order; the O-Net
-landmark output is 5 x-offsets then 5 y-offsets, relative to the box it was given.
+(`facenet_pytorch/data/{pnet,rnet,onet}.pt`, converted from the authors' Caffe models; fetched and
+loaded by mtcnn_weights.py). Their layout fixes two conventions used here: images are fed as NCHW
+without the Caffe transpose, and the dense layers of R/O-Net read the conv features flattened in
+(W, H, C) order; the O-Net landmark output is 5 x-offsets then 5 y-offsets, relative to the box
+it was given.
 
-The cascade (all boxes in 0-based continuous pixel coordinates, x1 y1 x2 y2):
+The cascade (all boxes x1 y1 x2 y2 in 0-based continuous pixel coordinates where pixel i spans
+[i, i + 1), the convention of torchvision's roi_align(aligned=True); subtract 0.5 for the
+pixel-centres-at-integers convention of common/transforms.py):
   1. P-Net slides over an image pyramid (scale 12/min_face, times `factor` per level, down to a
      12-pixel short side); each output cell is a 12x12 window at stride 2. Cells with face
      probability >= t1 become boxes; NMS 0.5 within a scale, 0.7 across scales; box regression;
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, roi_align
 
-from pretrain.curate.detect_base import Detector
+from common.face_detect.base import Detector
 
 MEAN, SCALE = 127.5, 0.0078125  # the Caffe models' input normalisation: (x - 127.5) / 128
 
@@ -129,7 +133,7 @@ def nms_min(boxes, scores, groups, threshold):
 
 
 class MTCNN(Detector):
-    """Three-stage MTCNN cascade behind the `Detector` interface (detect_base.py)."""
+    """Three-stage MTCNN cascade behind the `Detector` interface (base.py)."""
 
     def __init__(self, pnet, rnet, onet, *, min_face=20.0, factor=0.709, thresholds=(0.6, 0.7, 0.7),
                  device="cpu"):
