@@ -215,7 +215,7 @@ class Best:
 class FitResult(NamedTuple):
     checkpoint: str       # best.pth when validation chose one, else last.pth
     best: dict            # Best.state(), or {} without validation
-    skipped_images: int   # unreadable samples skipped in the last epoch trained (one pass); None if none ran
+    skipped_images: int | None  # unreadable samples skipped in the last epoch trained (one pass); None: none ran
 
 
 def _check_identity(path, state, identity):
