@@ -84,7 +84,8 @@ def build_optimizer(model, optim, *, lr=None):
     """``optim.name`` (default adam, with ``betas``; or sgd, with ``momentum``) over ``param_groups``: the backbone's
     lr is ``optim.backbone_lr_mult`` (default 1) times the head's, the search axis of paper §3.3. ``lr`` overrides
     ``optim.lr`` (face recognition scales it with the batch)."""
-    groups = param_groups(model, weight_decay=optim["weight_decay"], backbone_lr_mult=optim.get("backbone_lr_mult", 1.0))
+    groups = param_groups(model, weight_decay=optim["weight_decay"],
+                          backbone_lr_mult=optim.get("backbone_lr_mult", 1.0))
     lr, name = optim["lr"] if lr is None else lr, optim.get("name", "adam")
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=tuple(optim.get("betas", (0.9, 0.999))))
