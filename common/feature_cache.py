@@ -16,23 +16,14 @@ The arrays themselves (which feature taps) are the caller's: scripts/evaluate_fe
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
-from common.files import write_json
+from common.files import atomic_open, write_json
 from common.logger import log
+from common.weights import sha256_file
 
 INDEX = "index.json"
-
-
-def file_sha256(path, chunk=1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def keys_sha256(keys) -> str:
@@ -46,18 +37,11 @@ def cache_key(parts: dict) -> str:
 
 
 def _save_npy_atomic(path, array) -> str:
-    """np.save to a temporary file in the same folder, then os.replace; returns the file's sha256."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """np.save through ``common.files.atomic_open``; returns the written file's sha256."""
+    with atomic_open(path, "wb") as (f, tmp):
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        digest = sha256_file(tmp)
     return digest
 
 
@@ -87,7 +71,7 @@ class FeatureCache:
             path = os.path.join(folder, f"{name}.npy")
             if not os.path.isfile(path):
                 raise ValueError(f"{path}: missing")
-            digest = file_sha256(path)
+            digest = sha256_file(path)
             if digest != entry["sha256"]:
                 raise ValueError(f"{path}: sha256 {digest[:12]}... does not match the index's "
                                  f"{entry['sha256'][:12]}...")

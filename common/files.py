@@ -1,6 +1,7 @@
 """Small file helpers shared by every task (DESIGN.md "Runs, configs, outputs" and "Bad input"):
 atomic text / JSON writes (temporary file in the same folder, then rename), 8-bit RGB from images of
 any bit depth, and error messages that name the first few of many paths."""
+import contextlib
 import json
 import os
 import tempfile
@@ -11,19 +12,27 @@ from PIL import Image
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """A file object on a temporary file beside ``path``, renamed onto ``path`` when the block ends (and
+    removed if it raises), so a reader never sees a half-written ``path``. Yields (file, temporary path)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f, tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
+    with atomic_open(path) as (f, _):
+        f.write(text)
 
 
 def write_json(path, obj):

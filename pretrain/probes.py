@@ -106,16 +106,23 @@ class ProbeSet:
         return cls(images, labels[kept], {})
 
 
+def feature_taps(backbone, x, grid: int) -> tuple:
+    """(pooled layer4 N x C4, layer3 + layer4 pooled to grid x grid N x (C3 + C4) grid^2) of a normalised batch."""
+    maps = backbone.feature_maps(x)[-2:]
+    return maps[-1].float().mean(dim=(2, 3)), torch.cat([F.adaptive_avg_pool2d(m.float(), grid).flatten(1)
+                                                         for m in maps], 1)
+
+
 def spatial_features(backbone, images, *, grid: int, batch_size: int, device) -> tuple:
-    """(pooled layer4 N x C4, spatial layer3 + layer4 pooled to grid x grid, N x (C3 + C4) grid^2), float64."""
+    """``feature_taps`` of uint8 ``images`` (normalised with pretrain's MEAN / STD) in batches, float64 numpy."""
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     pooled, spatial = [], []
     for start in range(0, len(images), batch_size):
         x = (images[start:start + batch_size].to(device).float() / 255 - mean) / std
-        maps = backbone.feature_maps(x)[-2:]
-        pooled.append(maps[-1].float().mean(dim=(2, 3)).cpu())
-        spatial.append(torch.cat([F.adaptive_avg_pool2d(m.float(), grid).flatten(1) for m in maps], 1).cpu())
+        taps = feature_taps(backbone, x, grid)
+        pooled.append(taps[0].cpu())
+        spatial.append(taps[1].cpu())
     return torch.cat(pooled).double().numpy(), torch.cat(spatial).double().numpy()
 
 

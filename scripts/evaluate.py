@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common.backbone import build_backbone  # noqa: E402
-from common.feature_cache import FeatureCache, file_sha256, keys_sha256  # noqa: E402
+from common.feature_cache import FeatureCache, keys_sha256  # noqa: E402
+from common.weights import sha256_file  # noqa: E402
 from common.files import write_json  # noqa: E402
 from common.logger import log  # noqa: E402
 from scripts.evaluate_features import extract  # noqa: E402
@@ -86,7 +87,7 @@ def build_model(args):
     if args.init == "scratch":
         ident["seed"] = args.seed
     elif args.init != "imagenet":
-        ident = {"arch": args.arch, "init_sha256": file_sha256(args.init)}
+        ident = {"arch": args.arch, "init_sha256": sha256_file(args.init)}
     return model, ident
 
 

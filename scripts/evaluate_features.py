@@ -3,46 +3,34 @@
 Feature taps (the ``fc`` input of a ResNet and what pretrain/probes.py's probes use):
 - ``pooled``: layer4 globally average-pooled, N x C4 (for a ``--model`` factory: its forward's output);
 - ``spatial``: layer3 and layer4 average-pooled to grid x grid and concatenated, N x (C3 + C4) grid^2
-  (``pretrain.probes.spatial_features``); only for modules with ``feature_maps`` (our Backbone).
+  (``pretrain.probes.feature_taps``); only for modules with ``feature_maps`` (our Backbone).
 """
 import numpy as np
 import torch
 
-from pretrain.data import MEAN as PROBE_MEAN, STD as PROBE_STD
-from pretrain.probes import spatial_features
+from common.engine import collate_readable
+from pretrain.probes import feature_taps
+
+
+def _as_item(item):
+    """A face_recognition (image, label, index) tuple as an item dict, None when its label -1 marks it unreadable."""
+    if isinstance(item, tuple):
+        image, label, index = item
+        return None if int(label) == -1 else {"image": image, "index": index}
+    return item
 
 
 def _collate(items):
-    """(images, dataset indices) of the readable items: dicts with "image" / "index" (and "valid"), or
-    (image, label, index) tuples whose label -1 marks an unreadable image (face_recognition.data)."""
-    images, indices = [], []
-    for item in items:
-        if item is None:
-            continue
-        if isinstance(item, dict):
-            if item.get("valid", True) is False:
-                continue
-            image, index = item["image"], item["index"]
-        else:
-            image, label, index = item
-            if int(label) == -1:
-                continue
-        images.append(image)
-        indices.append(int(index))
-    if not images:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    return torch.stack(images), torch.as_tensor(indices)
+    """(images, dataset indices) of the readable items (``common.engine.collate_readable``'s policy)."""
+    batch = collate_readable([_as_item(item) for item in items])
+    return batch.get("image", torch.zeros(0)), batch.get("index", torch.zeros(0, dtype=torch.long))
 
 
 def _taps(model, x, *, grid, spatial):
     """(pooled N x D, spatial N x S or None) of a normalised batch ``x`` (module docstring)."""
     if spatial and hasattr(model, "feature_maps"):
-        # spatial_features normalises uint8-range pixels with pretrain's MEAN/STD; the task crops are already
-        # normalised, so they go in through the inverse of that map and come out unchanged.
-        mean = torch.tensor(PROBE_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(PROBE_STD, device=x.device).view(1, 3, 1, 1)
-        pooled, maps = spatial_features(model, (x * std + mean) * 255, grid=grid, batch_size=len(x), device=x.device)
-        return pooled, maps
+        pooled, maps = feature_taps(model, x, grid)
+        return pooled.double().cpu().numpy(), maps.double().cpu().numpy()
     return model(x).double().cpu().numpy(), None
 
 

@@ -16,6 +16,7 @@ import yaml
 from common.files import write_text_atomic
 from common.metrics import LOWER_IS_BETTER, lower_is_better
 from scripts.evaluate_linear import PRIMARY
+from scripts.sweep_plot import draw_polygons
 
 PAPER_FRACTIONS = {"100%": "1.0", "10%": "0.1", "2%": "0.02", "1%": "0.01"}
 
@@ -117,14 +118,8 @@ def plot_radar(results, path):
         norm = (table - lo) / np.where(hi > lo, hi - lo, 1.0)
         flip = np.array([m in LOWER_IS_BETTER and lower_is_better(m) for m in metric], dtype=bool)
         norm[:, flip] = 1 - norm[:, flip]
-        angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False)
-        for name, values in zip(results, norm):
-            closed = np.append(np.nan_to_num(values), np.nan_to_num(values[:1]))
-            ax.plot(np.append(angles, angles[:1]), closed, "o-", ms=3, label=name)
-            ax.fill(np.append(angles, angles[:1]), closed, alpha=0.1)
-        ax.set_xticks(angles)
-        ax.set_xticklabels([f"{a.rsplit('/', 1)[0]}\n{m}{' (inv.)' if f else ''}"
-                            for a, m, f in zip(axes, metric, flip)], fontsize=7)
+        labels = [f"{a.rsplit('/', 1)[0]}\n{m}{' (inv.)' if f else ''}" for a, m, f in zip(axes, metric, flip)]
+        draw_polygons(ax, labels, dict(zip(results, np.nan_to_num(norm))), fill=0.1)
         ax.set_ylim(0, 1)
         ax.set_yticklabels([])
         ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.25, 1.12))

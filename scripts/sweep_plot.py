@@ -26,6 +26,20 @@ def radar_series(summary):
             for lr, (labels, curves) in out.items()}
 
 
+def draw_polygons(ax, labels, curves, fill=0.0):
+    """On a polar ``ax``: one closed polygon per {name: values (one per label)}, the labels around the circle
+    (also scripts/evaluate_report.py's radar); ``fill`` > 0 shades each polygon with that alpha."""
+    angles = np.linspace(0, 2 * np.pi, len(labels), endpoint=False)
+    closed = np.append(angles, angles[:1])
+    for name, values in curves.items():
+        values = np.asarray(values, dtype=float)
+        ax.plot(closed, np.append(values, values[:1]), marker="o", ms=3, lw=1.5, label=name)
+        if fill:
+            ax.fill(closed, np.append(values, values[:1]), alpha=fill)
+    ax.set_xticks(angles)
+    ax.set_xticklabels(labels, fontsize=7)
+
+
 def radar(path, summary, *, metric, lower):
     """Write the radar plot(s) of ``summary`` (scripts/sweep.py's sweep.json) to ``path``."""
     import matplotlib
@@ -36,13 +50,7 @@ def radar(path, summary, *, metric, lower):
                              squeeze=False)
     names = [k.split(".")[-1] for k in summary["grid"] if k != LR_KEY]
     for ax, (lr, (labels, curves)) in zip(axes[0], sorted(series.items(), key=lambda kv: str(kv[0]))):
-        angles = np.linspace(0, 2 * np.pi, len(labels), endpoint=False)
-        closed = np.append(angles, angles[:1])
-        for name, values in curves.items():
-            values = np.asarray(values, dtype=float)
-            ax.plot(closed, np.append(values, values[:1]), marker="o", ms=3, lw=1.5, label=name)
-        ax.set_xticks(angles)
-        ax.set_xticklabels(labels, fontsize=7)
+        draw_polygons(ax, labels, curves)
         ax.set_title(f"lr {lr}" if lr is not None else "", fontsize=9)
     axes[0][0].legend(loc="upper right", bbox_to_anchor=(1.25, 1.12), fontsize=8)
     direction = "closer to the centre is better" if lower else "higher is better (farther out)"
