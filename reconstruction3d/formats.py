@@ -111,9 +111,7 @@ def landmarks68(mat, vertices, landmark_ids, source, one_based=False):
     68 landmark vertices."""
     pts = pt3d_68(mat, source)
     if pts is not None:
-        if one_based:
-            pts[:, :2] -= 1.0
-        return pts
+        return pts - [1.0, 1.0, 0.0] if one_based else pts   # a new array: the caller's mat is left as read
     if vertices is None:
         raise ValueError(f"{source}: no pt3d_68 and no mesh to take the 68 landmarks from")
     return np.asarray(vertices, dtype=np.float64)[landmark_ids]

@@ -92,12 +92,11 @@ search_grid() {  # TASK EPOCHS: lr around the paper's x schedule E/2, E, 2E x ba
 }
 
 cell() {  # TASK CONFIG DATASET OUT EPOCHS KEY=VALUE...: one table cell, searched (SEARCH=1) or at the config's setting
-    local task=$1 config=$2 dataset=$3 out=$4 epochs=$5 module
+    local task=$1 config=$2 dataset=$3 out=$4 epochs=$5
     shift 5
     [[ -f $out/metrics.json ]] && { echo "done: $out"; return; }
-    case $task in au_intensity|emotion|landmarks|reconstruction3d|face_recognition) module=$task.train ;; esac
     if (( ! SEARCH )); then
-        run $LAUNCH "$module" --config "$config" optim.epochs="$epochs" out="$out" "$@"
+        run $LAUNCH "$task.train" --config "$config" optim.epochs="$epochs" out="$out" "$@"
         return
     fi
     local grid=${SEARCH_GRID:-$(search_grid "$task" "$epochs")} gpus=1

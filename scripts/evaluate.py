@@ -36,11 +36,12 @@ import torch  # noqa: E402
 
 from common.backbone import build_backbone  # noqa: E402
 from common.feature_cache import FeatureCache, keys_sha256  # noqa: E402
-from common.weights import sha256_file  # noqa: E402
 from common.files import write_json  # noqa: E402
+from common.finetune import select_training_keys  # noqa: E402
 from common.logger import log  # noqa: E402
+from common.weights import sha256_file  # noqa: E402
 from scripts.evaluate_features import extract  # noqa: E402
-from scripts.evaluate_linear import BENCHES, NOT_IN_V1, fraction_rows  # noqa: E402
+from scripts.evaluate_linear import BENCHES, NOT_IN_V1  # noqa: E402
 from scripts.evaluate_report import write_report  # noqa: E402
 
 SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "300w")
@@ -198,7 +199,8 @@ def main(argv=None):
             fraction = float(cell.rsplit("/", 1)[1])
             rows = np.array([], dtype=np.int64)
             if "train" in feats:
-                rows = fraction_rows(train_keys, fraction, args.seed)
+                rows = select_training_keys(train_keys, fraction=fraction, seed=args.seed, subset_file="",
+                                            out_dir=None)  # the few-shot subset (App. A.3)
                 rows = rows[feats["train"]["seen"][rows]]
             metrics, floor = bench.score(feats, rows, args.seed)
             results["cells"][cell] = {"metrics": metrics, "floor": floor, "n_train": int(len(rows))}

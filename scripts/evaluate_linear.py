@@ -24,7 +24,6 @@ import torch
 
 from common.config import load_config
 from common.metrics import lower_is_better
-from common.subsample import subset_keys
 from pretrain.probes import _ALPHAS as ALPHAS, DualRidge
 
 HOLDOUT = 0.2
@@ -99,14 +98,6 @@ def ridge_fit_predict(x, y, x_test, *, groups, score, metric, seed):
         if np.isfinite(scores).any():
             alpha = ALPHAS[int(np.nanargmin(scores) if lower_is_better(metric) else np.nanargmax(scores))]
     return make_ridge(x).predict_path(y, np.asarray(x_test, np.float64), [alpha])[0], float(alpha)
-
-
-def fraction_rows(keys, fraction, seed) -> np.ndarray:
-    """Rows of ``keys`` in the few-shot subset ``subset_keys(keys, fraction, seed)`` (App. A.3)."""
-    if fraction >= 1.0:
-        return np.arange(len(keys))
-    chosen = set(subset_keys(keys, fraction, seed))
-    return np.array([i for i, k in enumerate(keys) if k in chosen], dtype=np.int64)
 
 
 def task_config(task, name, synthetic, root):
