@@ -80,15 +80,8 @@ declare -A TRAIN_IMAGES=([landmarks:300w]=3148 [landmarks:wflw]=7500 [landmarks:
                          [au_intensity:disfa]=87210 [au_intensity:bp4d]=75586 [emotion:affectnet]=287651
                          [reconstruction3d:300wlp]=122450 [face_recognition:vggface2]=3141890)
 
-search_grid() {  # TASK EPOCHS: lr around the paper's x schedule E/2, E, 2E x backbone-relative lr 0.1, 1
-    local e=$2 schedule="epochs=$(( $2 / 2 > 0 ? $2 / 2 : 1 )),$2,$(( $2 * 2 )),backbone_lr_mult=0.1,1"
-    case $1 in
-        landmarks|au_intensity) echo "lr=3e-5,1e-4,3e-4,$schedule" ;;              # App. A.2: 1e-4
-        emotion) echo "lr=1e-5,1e-4,1e-3,$schedule" ;;   # the paper prints Adam at 0.1; the grid spans Adam's range
-        reconstruction3d) echo "lr=0.01,0.05,0.1,$schedule" ;;                      # App. A.2: SGD at 0.05
-        face_recognition) echo "lr=0.05,0.1,0.2,epochs=$e,backbone_lr_mult=0.1,1" ;;  # 8-GPU runs: one length
-        *) echo "search_grid: unknown task $1" >&2; return 1 ;;
-    esac
+search_grid() {  # TASK EPOCHS: the default grid of a cell (scripts/sweep_tasks.py default_grid)
+    $PY scripts/sweep_tasks.py "$1" "$2"
 }
 
 cell() {  # TASK CONFIG DATASET OUT EPOCHS KEY=VALUE...: one table cell, searched (SEARCH=1) or at the config's setting

@@ -9,8 +9,9 @@ timm ResNet state dicts, ``scratch``, ``imagenet``). ``--model module:function``
 with no argument) whose forward gives pooled features (N, D); for a ResNet the tap is the ``fc`` input (layer4
 globally average-pooled). A module with ``feature_maps`` (our Backbone) also gives the spatial features that the
 landmarks ridge uses; for one without, landmarks use its pooled features.
-``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ (common.synthetic's names); a task
-whose folder is absent or unreadable is skipped and listed in the report with the reason.
+``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/ (common.synthetic's
+names; the 3D model file that reconstruction3d's config names, e.g. BFM.mat, in DATA too); a task whose folder is
+absent or unreadable is skipped and listed in the report with the reason.
 ``--synthetic``: writes (once) the ``small`` synthetic preset into DATA (default OUT/data), ResNet-18, the tasks'
 synthetic.yaml sizes (<= 64 px): the whole harness on CPU in a few minutes. ``DRY_RUN=1`` prints the cells
 and the compute (feature extractions x images) without running.
@@ -41,10 +42,12 @@ from common.finetune import select_training_keys  # noqa: E402
 from common.logger import log  # noqa: E402
 from common.weights import sha256_file  # noqa: E402
 from scripts.evaluate_features import extract  # noqa: E402
-from scripts.evaluate_linear import BENCHES, NOT_IN_V1  # noqa: E402
+from scripts.evaluate_finetune import count, run_cell, search_enabled  # noqa: E402
+from scripts.evaluate_linear import BENCHES  # noqa: E402
 from scripts.evaluate_report import write_report  # noqa: E402
 
-SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "300w")
+MIN_TRAIN_ROWS = 5   # fewer training rows cannot hold out a validation part for the ridge penalty
+SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "300w", "300w_lp", "aflw2000_3d")
 
 
 def parse(argv=None):
@@ -52,10 +55,15 @@ def parse(argv=None):
     p.add_argument("--init", default="scratch", help="scratch | imagenet | checkpoint path (any known layout)")
     p.add_argument("--arch", default=None, help="resnet50 (default) | resnet18 (default with --synthetic)")
     p.add_argument("--model", default="", help="module:function returning an nn.Module (overrides --init/--arch)")
-    p.add_argument("--data", default="", help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/)")
+    p.add_argument("--data", default="", help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/)")
     p.add_argument("--tasks", default="all", help=f"all or a comma list of {','.join(BENCHES)} or task/dataset")
     p.add_argument("--fractions", default="1.0,0.1,0.02", help="training fractions (App. A.3 few-shot regimes)")
-    p.add_argument("--protocol", default="linear", choices=["linear"], help="linear (ridge on cached features)")
+    p.add_argument("--protocol", default="linear", choices=["linear", "finetune", "both"],
+                   help="linear (ridge on cached features) | finetune (the task trainers; SEARCH=1 searches each cell) "
+                        "| both")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="finetune: a config override for every trainer (e.g. optim.epochs=20); repeatable")
+    p.add_argument("--launch", default="", help='finetune: trainer launcher, e.g. "torchrun --nproc_per_node=8 -m"')
     p.add_argument("--out", default="runs/eval", help="output folder (cache/, results/, report.md, radar.png)")
     p.add_argument("--name", default="", help="backbone row name (default from --init / --model)")
     p.add_argument("--seed", type=int, default=0, help="subset, hold-out and scratch-init seed")
@@ -124,7 +132,7 @@ def selected_benches(tasks):
 
 def load_benches(args):
     """({name: Bench} whose data loaded, {name: reason} skipped); only annotations are read here."""
-    benches, skipped = {}, dict(NOT_IN_V1)
+    benches, skipped = {}, {}
     for task, dataset, folder, make in selected_benches(args.tasks):
         root = os.path.join(args.data, folder)
         name = f"{task}/{dataset}"
@@ -162,28 +170,35 @@ def features(bench, model, ident, cache, args, device):
     return out
 
 
-def main(argv=None):
-    args = parse(argv)
-    start = time.time()
-    if args.synthetic and os.environ.get("DRY_RUN") != "1":
-        ensure_synthetic(args.data)
-    benches, skipped = load_benches(args)
-    name = args.name or default_name(args)
-    results_path = os.path.join(args.out, "results", f"{name}.json")
-    results = {"name": name, "cells": {}, "skipped": {}}
-    if os.path.isfile(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
-    if os.environ.get("DRY_RUN") == "1":
-        todo = {b: [c for c in bench_cells(bench, args.fractions) if args.force or c not in results["cells"]]
+def load_results(path, name, protocol):
+    results = {"name": name, "protocol": protocol, "cells": {}, "skipped": {}}
+    if os.path.isfile(path):
+        with open(path) as f:
+            results.update(json.load(f))
+    return results
+
+
+def dry_run(args, benches, results):
+    """DRY_RUN=1: the cells still to compute and their cost (feature extractions / fine-tune runs)."""
+    for protocol, done in results.items():
+        todo = {b: [c for c in bench_cells(bench, args.fractions) if args.force or c not in done["cells"]]
                 for b, bench in benches.items()}
-        images = sum(len(ds) * (2 if bench.flip_sum else 1) for b, bench in benches.items() if todo[b]
-                     for ds, _ in bench.splits.values())
         for b, cells in todo.items():
-            print("\n".join(f"cell {c}" for c in cells))
-        print(f"dry run: {sum(map(len, todo.values()))} cells, {sum(len(b.splits) for b in benches.values())} "
-              f"feature extractions (at most; cached ones are skipped), {images} images through the backbone")
-        return None
+            print("\n".join(f"cell {protocol} {c}" for c in cells))
+        cells = sum(map(len, todo.values()))
+        if protocol == "linear":
+            images = sum(len(ds) * (2 if bench.flip_sum else 1) for b, bench in benches.items() if todo[b]
+                         for ds, _ in bench.splits.values())
+            print(f"dry run, linear: {cells} cells, {sum(len(b.splits) for b in benches.values())} feature "
+                  f"extractions (at most; cached ones are skipped), {images} images through the backbone")
+        else:
+            runs = [count(benches[b], c.rsplit("/", 1)[1], args=args) for b, cs in todo.items() for c in cs]
+            print(f"dry run, finetune (SEARCH={int(search_enabled(args.synthetic))}): {cells} cells, "
+                  f"{sum(r['runs'] for r in runs)} training runs, {sum(r['epochs'] for r in runs)} epochs")
+
+
+def run_linear(args, benches, results):
+    """Ridge heads on cached frozen features (scripts/evaluate_linear.py) for every cell not yet in ``results``."""
     model, ident = build_model(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -202,14 +217,59 @@ def main(argv=None):
                 rows = select_training_keys(train_keys, fraction=fraction, seed=args.seed, subset_file="",
                                             out_dir=None)  # the few-shot subset (App. A.3)
                 rows = rows[feats["train"]["seen"][rows]]
-            metrics, floor = bench.score(feats, rows, args.seed)
+            if "train" in feats and len(rows) < MIN_TRAIN_ROWS:
+                metrics, floor = {m: None for m in bench.metrics}, {}
+                log(f"{cell}: {len(rows)} training rows, too few for a ridge head; the cell is left empty")
+            else:
+                metrics, floor = bench.score(feats, rows, args.seed)
             results["cells"][cell] = {"metrics": metrics, "floor": floor, "n_train": int(len(rows))}
             computed.append(cell)
-            log(f"{name} {cell}: {json.dumps(metrics)} (floor {json.dumps(floor)})")
-    results.update(backbone=ident, skipped=skipped,
-                   last_run={"cache": dict(cache.stats), "cells_computed": computed,
-                             "seconds": round(time.time() - start, 3)})
-    write_json(results_path, results)
+            log(f"{results['name']} linear {cell}: {json.dumps(metrics)} (floor {json.dumps(floor)})")
+    results.update(backbone=ident, last_run={"cache": dict(cache.stats), "cells_computed": computed})
+
+
+def run_finetune(args, benches, results):
+    """The task trainers (scripts/evaluate_finetune.py) for every cell not yet in ``results``."""
+    if args.model:
+        raise SystemExit("--protocol finetune: the task trainers fine-tune --init checkpoints; a --model factory "
+                         "can only be evaluated with --protocol linear")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    computed = []
+    for bench_name, bench in benches.items():
+        missing = getattr(bench, "train_data", None)
+        if missing and not os.path.isdir(missing):
+            results["skipped"][bench_name] = f"no fine-tuning data: {missing} not found"
+            log(f"skip fine-tune {bench_name}: {results['skipped'][bench_name]}")
+            continue
+        for cell in bench_cells(bench, args.fractions):
+            if not args.force and cell in results["cells"]:
+                continue
+            metrics, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"], env=env)
+            results["cells"][cell] = {"metrics": metrics, "run": os.path.abspath(run)}
+            computed.append(cell)
+            log(f"{results['name']} finetune {cell}: {json.dumps(metrics)}")
+    results.update(backbone={"arch": args.arch, "init": args.init}, last_run={"cells_computed": computed})
+
+
+def main(argv=None):
+    """{protocol: results} of the run; results/<name>.json (linear) and results/<name>.finetune.json hold them."""
+    args = parse(argv)
+    if args.synthetic and os.environ.get("DRY_RUN") != "1":
+        ensure_synthetic(args.data)
+    benches, skipped = load_benches(args)
+    name = args.name or default_name(args)
+    protocols = ["linear", "finetune"] if args.protocol == "both" else [args.protocol]
+    paths = {p: os.path.join(args.out, "results", name + ("" if p == "linear" else f".{p}") + ".json")
+             for p in protocols}
+    results = {p: load_results(paths[p], name, p) for p in protocols}
+    if os.environ.get("DRY_RUN") == "1":
+        return dry_run(args, benches, results)
+    for protocol in protocols:
+        start = time.time()
+        results[protocol]["skipped"] = dict(skipped)
+        (run_linear if protocol == "linear" else run_finetune)(args, benches, results[protocol])
+        results[protocol]["last_run"]["seconds"] = round(time.time() - start, 3)
+        write_json(paths[protocol], results[protocol])
     log(f"report: {write_report(args.out)}")
     print(json.dumps(results, sort_keys=True))
     return results

@@ -4,6 +4,8 @@ Feature taps (the ``fc`` input of a ResNet and what pretrain/probes.py's probes 
 - ``pooled``: layer4 globally average-pooled, N x C4 (for a ``--model`` factory: its forward's output);
 - ``spatial``: layer3 and layer4 average-pooled to grid x grid and concatenated, N x (C3 + C4) grid^2
   (``pretrain.probes.feature_taps``); only for modules with ``feature_maps`` (our Backbone).
+Items that carry a ``label`` (a flat float tensor, e.g. the 3D bench's crop-frame landmark targets, which are
+costly to compute) have it stored beside the features as ``label``, so one pass reads images and labels.
 """
 import numpy as np
 import torch
@@ -21,9 +23,10 @@ def _as_item(item):
 
 
 def _collate(items):
-    """(images, dataset indices) of the readable items (``common.engine.collate_readable``'s policy)."""
+    """(images, dataset indices, labels or None) of the readable items (``common.engine.collate_readable``'s
+    policy)."""
     batch = collate_readable([_as_item(item) for item in items])
-    return batch.get("image", torch.zeros(0)), batch.get("index", torch.zeros(0, dtype=torch.long))
+    return batch.get("image", torch.zeros(0)), batch.get("index", torch.zeros(0, dtype=torch.long)), batch.get("label")
 
 
 def _taps(model, x, *, grid, spatial):
@@ -45,18 +48,19 @@ def extract(model, dataset, *, batch_size=64, workers=0, device="cpu", grid=2, s
     n = len(dataset)
     out, seen = {}, np.zeros(n, dtype=bool)
     try:
-        for images, index in loader:
+        for images, index, label in loader:
             if not len(index):
                 continue
             x = images.to(device).float()
             pooled, maps = _taps(model, x, grid=grid, spatial=spatial)
             if flip_sum:
                 pooled = pooled + _taps(model, x.flip(-1), grid=grid, spatial=False)[0]
-            for name, value in (("pooled", pooled), ("spatial", maps)):
+            label = None if label is None else label.double().numpy()
+            for name, value in (("pooled", pooled), ("spatial", maps), ("label", label)):
                 if value is None:
                     continue
                 if name not in out:
-                    out[name] = np.zeros((n, value.shape[1]), dtype=np.float32)
+                    out[name] = np.zeros((n, value.shape[1]), dtype=np.float64 if name == "label" else np.float32)
                 out[name][index.numpy()] = value
             seen[index.numpy()] = True
     finally:

@@ -3,8 +3,10 @@ plus the paper's rows where a cell matches) and OUT/radar.png (one axis per task
 one polygon per backbone).
 
 Paper rows: ``scripts/paper_numbers.yaml`` Table 2 (fine-tuned after SwAV pre-training: 300W NME, DISFA ICC,
-IJB-B TAR@1e-4; the paper's DISFA ICC pools 3 folds, ours is fold 0) and au_intensity/tables.py Table 7
-(the paper's linear protocol on DISFA / BP4D: a linear layer trained by SGD on frozen features).
+IJB-B TAR@1e-4; the paper's DISFA ICC pools 3 folds, ours is fold 0), au_intensity/tables.py Table 7
+(the paper's linear protocol on DISFA / BP4D: a linear layer trained by SGD on frozen features), and one row
+per pre-training of Tables 6 (300W test NME), 9 (AFLW2000-3D NME68) and 12 (AffectNet accuracy, valence and
+arousal CCC), all fine-tuned (landmarks/tables.py, reconstruction3d/tables.py, emotion/tables.py).
 """
 import glob
 import json
@@ -22,11 +24,13 @@ PAPER_FRACTIONS = {"100%": "1.0", "10%": "0.1", "2%": "0.02", "1%": "0.01"}
 
 
 def load_results(out):
-    """{backbone name: results dict} of OUT/results/*.json, in name order."""
+    """{row name: results dict} of OUT/results/*.json in name order: NAME.json (linear) is row "NAME",
+    NAME.finetune.json row "NAME (finetune)"."""
     results = {}
     for path in sorted(glob.glob(os.path.join(out, "results", "*.json"))):
+        name = os.path.basename(path)[:-len(".json")]
         with open(path) as f:
-            results[os.path.splitext(os.path.basename(path))[0]] = json.load(f)
+            results[name[:-len(".finetune")] + " (finetune)" if name.endswith(".finetune") else name] = json.load(f)
     return results
 
 
@@ -42,6 +46,23 @@ def paper_rows(here=os.path.dirname(os.path.abspath(__file__))):
             for cell, value in zip(cells, values):
                 row[cell.format(PAPER_FRACTIONS[fraction])] = value
     from au_intensity.tables import PAPER_T7
+    from emotion.tables import PAPER_T12
+    from landmarks.tables import METHODS, TABLE6
+    from reconstruction3d.tables import TABLE9
+    for fraction, by_method in TABLE6.items():
+        for method, values in by_method.items():
+            rows.setdefault(f"paper (fine-tune, Tables 6/9/12): {METHODS[method]}", {})[
+                f"landmarks/300w/{fraction}/nme_io"] = values[0]
+    for fraction, by_method in TABLE9.items():
+        for method, value in by_method.items():
+            rows[f"paper (fine-tune, Tables 6/9/12): {METHODS[method]}"][f"3d/aflw2000/{fraction}/nme68"] = value
+    t12_method = {"random": "scratch", "imagenet": "imagenet", "vggface": "sup_vggf", "ours": "ours_vggf"}
+    for fraction, by_init in PAPER_T12.items():
+        for init, values in by_init.items():
+            row = rows[f"paper (fine-tune, Tables 6/9/12): {METHODS[t12_method[init]]}"]
+            for metric, value in (("accuracy", values[0]), ("valence_ccc", values[4]), ("arousal_ccc", values[8])):
+                if value is not None:
+                    row[f"emotion/affectnet/{PAPER_FRACTIONS[fraction]}/{metric}"] = value
     for fraction, by_init in PAPER_T7.items():
         for init, values in by_init.items():
             row = rows.setdefault(f"paper (linear, Table 7): {init}", {})
@@ -56,7 +77,8 @@ def _columns(results):
     cols = set()
     for r in results.values():
         for cell_id, cell in r.get("cells", {}).items():
-            cols.update(f"{cell_id}/{m}" for m in cell["metrics"] if m not in ("alpha", "n_test", "test_split", "auc"))
+            cols.update(f"{cell_id}/{m}" for m in cell["metrics"]
+                        if m not in ("alpha", "n_test", "test_split", "auc", "yaw_source", "chosen"))
     return sorted(cols, key=lambda c: (c.split("/")[:2], -float(c.split("/")[2]), c))
 
 
@@ -68,11 +90,13 @@ def write_report(out):
     """OUT/report.md and OUT/radar.png from every OUT/results/*.json; returns the report's path."""
     results = load_results(out)
     cols = _columns(results)
-    lines = ["# Backbone evaluation (linear protocol on frozen features, issue 20)", "",
-             "Cells: task/dataset/training fraction/metric. Our protocol: closed-form ridge on cached frozen "
-             "features (scripts/evaluate_linear.py); landmarks = ridge on spatial features (not the paper's "
-             "heatmap-head linear protocol); recognition = pooled features as the embedding, no training. "
-             "Paper rows are labelled with their protocol.", "",
+    lines = ["# Backbone evaluation (issue 20)", "",
+             "Cells: task/dataset/training fraction/metric. Rows NAME: the linear protocol, closed-form ridge on "
+             "cached frozen features (scripts/evaluate_linear.py); landmarks and 3D = ridge on spatial features "
+             "to the points (not the paper's heatmap / mesh-decoder heads); recognition = pooled features as the "
+             "embedding, no training. Rows NAME (finetune): the task trainers, each cell searched on its own "
+             "training data when SEARCH=1 (scripts/evaluate_finetune.py). Paper rows are labelled with their "
+             "protocol.", "",
              "| backbone | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results.items():
         cells = r.get("cells", {})
@@ -111,7 +135,7 @@ def plot_radar(results, path):
         table = np.array([[r.get("cells", {}).get(a, {}).get("metrics", {}).get(m, np.nan)
                            for a, m in zip(axes, metric)]
                           for r in results.values()], dtype=float)
-        floor = np.array([next((r["cells"][a]["floor"].get(m) for r in results.values() if a in r.get("cells", {})),
+        floor = np.array([next((r["cells"][a].get("floor", {}).get(m) for r in results.values() if a in r.get("cells", {})),
                                np.nan) for a, m in zip(axes, metric)], dtype=float)
         every = np.vstack([table, floor[None]])
         lo, hi = np.nanmin(every, 0), np.nanmax(every, 0)

@@ -1,0 +1,101 @@
+"""The fine-tune protocol of the backbone evaluation harness (issue 20; paper §3.3 "fine-tuning", App. A.3): each
+(task, dataset, fraction) cell is the task's own trainer, run as the table scripts run their cells.
+
+- ``SEARCH=1`` (the default on real data, as the paper): ``scripts/sweep.py`` searches lr x {E/2, E, 2E} x
+  backbone-relative lr {0.1, 1} (``sweep_tasks.default_grid``; ``SEARCH_GRID`` replaces it) on a validation
+  split carved from the cell's own training data, then refits the chosen setting on the whole cell; the refit's
+  test metric is the cell's number and its ``search.json`` holds the choice. E is the config's
+  ``optim.epochs`` (``--set optim.epochs=N`` changes it).
+- ``SEARCH=0`` (the default with ``--synthetic``): one run at the config's setting.
+Runs live in OUT/finetune/<backbone>/<task>_<dataset>_<fraction>[.search]/; a finished cell (its metrics.json)
+is not trained again. The trainer gets the backbone as ``model.init`` (any layout ``common.backbone`` reads) and
+``model.arch``; a ``--model module:function`` backbone cannot be fine-tuned by the trainers and is refused.
+The number read from each trainer's metrics.json (``sweep_tasks.TASKS[task]["test"]``) is the linear protocol's
+metric on the same test set: 300W private (else full) NME, ICC on DISFA fold 0 / BP4D devel, AffectNet accuracy
+and valence / arousal CCC, IJB-B TAR@FAR=1e-4 (the trainer fine-tunes on DATA/VGGFace2), AFLW2000-3D NME68.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from common.logger import log
+from scripts.sweep_tasks import TASKS, default_grid
+
+SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep.py")
+
+
+def cell_metrics(task, metrics) -> dict:
+    """The harness's metric names from a trainer's metrics.json (``sweep_tasks``' test read-out)."""
+    test = TASKS[task]["test"](metrics)
+    if task == "landmarks":
+        return {"nme_io": test.get("private.nme_io", test.get("full.nme_io"))}
+    if task == "au_intensity":
+        return {"icc_mean": test["icc_mean"]}
+    if task == "emotion":
+        return {k: test[k] for k in ("accuracy", "valence_ccc", "arousal_ccc")}
+    if task == "face_recognition":
+        return {"tar@1e-4": test.get("ijbb.tar@0.0001")}
+    return {"nme68": test["aflw2000.mean"]}
+
+
+def search_enabled(synthetic) -> bool:
+    """SEARCH from the environment; default 1 on real data, 0 on the synthetic benchmark (as scripts/common.sh)."""
+    return os.environ.get("SEARCH", "0" if synthetic else "1") == "1"
+
+
+def _overrides(bench, args, fraction):
+    """The trainer's overrides of one cell: the bench's data, the backbone, the fraction, the task's own checkpoint
+    selection off (a config's ``data.val_split`` may name a test split; ``sweep_tasks.TASKS``), then ``--set``."""
+    return [*bench.trainer["overrides"], f"model.init={args.init}", f"model.arch={args.arch}",
+            f"data.fraction={fraction}", *TASKS[bench.trainer["task"]]["off"], *args.set]
+
+
+def command(bench, args, fraction, out, search):
+    """One cell's command: a sweep (search) or one training run, into ``out``."""
+    task, config = bench.trainer["task"], bench.trainer["config"]
+    overrides = _overrides(bench, args, fraction)
+    launch = shlex.split(args.launch) if args.launch else [sys.executable, "-m"]
+    if not search:
+        return [*launch, f"{task}.train", "--config", config, *overrides, f"out={out}"]
+    from common.config import load_config
+    grid = os.environ.get("SEARCH_GRID") or default_grid(task, load_config(config, overrides).optim.epochs)
+    return [sys.executable, SWEEP, "--task", task, "--config", config, "--grid", grid, "--out", out + ".search",
+            "--final-out", out, "--launch", shlex.join(launch), *overrides]
+
+
+def run_cell(bench, fraction, *, args, name, env):
+    """(metrics, run folder) of one fine-tune cell of backbone ``name``: trained, or read from a finished run."""
+    out = os.path.join(args.out, "finetune", name, f"{bench.task}_{bench.dataset}_{fraction}")
+    search = search_enabled(args.synthetic)
+    metrics_path = os.path.join(out, "metrics.json")
+    if not os.path.isfile(metrics_path):
+        cmd = command(bench, args, fraction, out, search)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        log(f"fine-tune {bench.name} {fraction} ({'search' if search else 'one run'}), log {out}.log")
+        with open(out + ".log", "a") as f:
+            f.write("$ " + shlex.join(cmd) + "\n")
+            f.flush()
+            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if done.returncode:
+            raise RuntimeError(f"fine-tune cell {bench.name} {fraction} failed (exit {done.returncode}); "
+                               f"log {out}.log")
+    with open(metrics_path) as f:
+        metrics = cell_metrics(bench.trainer["task"], json.load(f))
+    if search:
+        with open(os.path.join(out, "search.json")) as f:
+            metrics["chosen"] = json.load(f)["chosen"]
+    return metrics, out
+
+
+def count(bench, fraction, *, args) -> dict:
+    """{"runs", "epochs"} of one cell for DRY_RUN: ``sweep.py --count`` (search), else 1 run of E epochs."""
+    from common.config import load_config
+    overrides = _overrides(bench, args, fraction)
+    if not search_enabled(args.synthetic):
+        return {"runs": 1, "epochs": int(load_config(bench.trainer["config"], overrides).optim.epochs)}
+    cmd = command(bench, args, fraction, "dry-run", True)
+    cmd = cmd[:cmd.index("--final-out")] + ["--count"] + overrides
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
