@@ -55,7 +55,8 @@ def parse(argv=None):
     p.add_argument("--init", default="scratch", help="scratch | imagenet | checkpoint path (any known layout)")
     p.add_argument("--arch", default=None, help="resnet50 (default) | resnet18 (default with --synthetic)")
     p.add_argument("--model", default="", help="module:function returning an nn.Module (overrides --init/--arch)")
-    p.add_argument("--data", default="", help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/)")
+    p.add_argument("--data", default="",
+                   help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/)")
     p.add_argument("--tasks", default="all", help=f"all or a comma list of {','.join(BENCHES)} or task/dataset")
     p.add_argument("--fractions", default="1.0,0.1,0.02", help="training fractions (App. A.3 few-shot regimes)")
     p.add_argument("--protocol", default="linear", choices=["linear", "finetune", "both"],

@@ -330,8 +330,9 @@ class Landmarks3DBench(Bench):
                                         groups=[r3d_group(keys[i]) for i in rows], metric="nme", seed=seed,
                                         score=crop_error)
         floor = nme68(np.tile(y[rows].mean(0), (len(te), 1)))
-        return ({"nme68": round(nme68(pred), 4), "alpha": alpha, "n_test": int(len(te)), "yaw_source": info["yaw_source"]},
-                {"nme68": round(floor, 4)})
+        metrics = {"nme68": round(nme68(pred), 4), "alpha": alpha, "n_test": int(len(te)),
+                   "yaw_source": info["yaw_source"]}
+        return metrics, {"nme68": round(floor, 4)}
 
 
 # task -> [(dataset, folder under --data, constructor(root, synthetic))]

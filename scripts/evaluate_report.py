@@ -135,8 +135,8 @@ def plot_radar(results, path):
         table = np.array([[r.get("cells", {}).get(a, {}).get("metrics", {}).get(m, np.nan)
                            for a, m in zip(axes, metric)]
                           for r in results.values()], dtype=float)
-        floor = np.array([next((r["cells"][a].get("floor", {}).get(m) for r in results.values() if a in r.get("cells", {})),
-                               np.nan) for a, m in zip(axes, metric)], dtype=float)
+        floor = np.array([next((r["cells"][a].get("floor", {}).get(m) for r in results.values()
+                                if a in r.get("cells", {})), np.nan) for a, m in zip(axes, metric)], dtype=float)
         every = np.vstack([table, floor[None]])
         lo, hi = np.nanmin(every, 0), np.nanmax(every, 0)
         norm = (table - lo) / np.where(hi > lo, hi - lo, 1.0)

@@ -130,7 +130,8 @@ def test_finetune_protocol_searches_each_cell_and_never_selects_on_test(syntheti
         assert cell["metrics"]["nme_io"] == json.load(f)["splits"]["private"]["nme_io"]
     with open(os.path.join(run, "search.json")) as f:
         refit = json.load(f)["refit_overrides"]
-    assert "data.num_workers=0" in refit and [o for o in refit if o.startswith("data.val_split=")][-1] == "data.val_split="
+    assert "data.num_workers=0" in refit
+    assert [o for o in refit if o.startswith("data.val_split=")][-1] == "data.val_split="   # the test split "common": off
     assert len(list((out / "finetune" / "scratch_resnet18" / "landmarks_300w_1.0.search" / "runs").iterdir())) == 2
     again = evaluate.main(args)["finetune"]
     assert again["last_run"]["cells_computed"] == []
