@@ -60,4 +60,4 @@ def mean_shape_nme(dataset, train, test, *, input_size, box_scale=1.25):
     mean = apply_to_points(crops, torch.from_numpy(train.points)).mean(0)
     back = invert(crop_from_box(torch.from_numpy(test.boxes), input_size, box_scale))
     pred = apply_to_points(back, mean.expand(len(test), -1, -1)).numpy()
-    return float(100 * per_image_nmes(dataset, pred, test.points)[PRIMARY[dataset]].mean())
+    return float(100 * per_image_nmes(dataset, pred, test.points, test.dataset_boxes)[PRIMARY[dataset]].mean())

@@ -9,8 +9,8 @@ timm ResNet state dicts, ``scratch``, ``imagenet``). ``--model module:function``
 with no argument) whose forward gives pooled features (N, D); for a ResNet the tap is the ``fc`` input (layer4
 globally average-pooled). A module with ``feature_maps`` (our Backbone) also gives the spatial features that the
 landmarks ridge uses; for one without, landmarks use its pooled features.
-``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/ (common.synthetic's
-names; the 3D model file that reconstruction3d's config names, e.g. BFM.mat, in DATA too); a task whose folder is
+``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ IJBC/ 300W/ WFLW/ AFLW/ 300W_LP/ AFLW2000/
+(common.synthetic's names; VGGFace2/ for the fine-tune protocol's face recognition; the 3D model file that reconstruction3d's config names, e.g. BFM.mat, in DATA too); a task whose folder is
 absent or unreadable is skipped and listed in the report with the reason.
 ``--synthetic``: writes (once) the ``small`` synthetic preset into DATA (default OUT/data), ResNet-18, the tasks'
 synthetic.yaml sizes (<= 64 px): the whole harness on CPU in a few minutes. ``DRY_RUN=1`` prints the cells
@@ -47,7 +47,7 @@ from scripts.evaluate_linear import BENCHES  # noqa: E402
 from scripts.evaluate_report import write_report  # noqa: E402
 
 MIN_TRAIN_ROWS = 5   # fewer training rows cannot hold out a validation part for the ridge penalty
-SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "300w", "300w_lp", "aflw2000_3d")
+SYNTHETIC_ONLY = ("disfa", "bp4d", "affectnet", "ijbb", "ijbc", "300w", "wflw", "aflw19", "300w_lp", "aflw2000_3d")
 
 
 def parse(argv=None):

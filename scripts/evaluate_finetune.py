@@ -11,8 +11,9 @@ Runs live in OUT/finetune/<backbone>/<task>_<dataset>_<fraction>[.search]/; a fi
 is not trained again. The trainer gets the backbone as ``model.init`` (any layout ``common.backbone`` reads) and
 ``model.arch``; a ``--model module:function`` backbone cannot be fine-tuned by the trainers and is refused.
 The number read from each trainer's metrics.json (``sweep_tasks.TASKS[task]["test"]``) is the linear protocol's
-metric on the same test set: 300W private (else full) NME, ICC on DISFA fold 0 / BP4D devel, AffectNet accuracy
-and valence / arousal CCC, IJB-B TAR@FAR=1e-4 (the trainer fine-tunes on DATA/VGGFace2), AFLW2000-3D NME68.
+metric on the same test set: 300W private (else full) / WFLW test / AFLW full NME, ICC on DISFA fold 0 / BP4D
+devel, AffectNet accuracy and valence / arousal CCC, IJB-B / IJB-C TAR@FAR=1e-4 (one trainer run on DATA/VGGFace2,
+evaluated on both), AFLW2000-3D NME68.
 """
 import json
 import os
@@ -26,17 +27,18 @@ from scripts.sweep_tasks import TASKS, default_grid
 SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep.py")
 
 
-def cell_metrics(task, metrics) -> dict:
+def cell_metrics(bench, metrics) -> dict:
     """The harness's metric names from a trainer's metrics.json (``sweep_tasks``' test read-out)."""
+    task = bench.trainer["task"]
     test = TASKS[task]["test"](metrics)
     if task == "landmarks":
-        return {"nme_io": test.get("private.nme_io", test.get("full.nme_io"))}
+        return {bench.metric: test.get(f"{bench.test_split}.{bench.metric}")}
     if task == "au_intensity":
         return {"icc_mean": test["icc_mean"]}
     if task == "emotion":
         return {k: test[k] for k in ("accuracy", "valence_ccc", "arousal_ccc")}
     if task == "face_recognition":
-        return {"tar@1e-4": test.get("ijbb.tar@0.0001")}
+        return {"tar@1e-4": test.get(f"{bench.dataset}.tar@0.0001")}
     return {"nme68": test["aflw2000.mean"]}
 
 
@@ -67,7 +69,8 @@ def command(bench, args, fraction, out, search):
 
 def run_cell(bench, fraction, *, args, name, env):
     """(metrics, run folder) of one fine-tune cell of backbone ``name``: trained, or read from a finished run."""
-    out = os.path.join(args.out, "finetune", name, f"{bench.task}_{bench.dataset}_{fraction}")
+    run_name = getattr(bench, "run_name", f"{bench.task}_{bench.dataset}")   # IJB-B and IJB-C share one run
+    out = os.path.join(args.out, "finetune", name, f"{run_name}_{fraction}")
     search = search_enabled(args.synthetic)
     metrics_path = os.path.join(out, "metrics.json")
     if not os.path.isfile(metrics_path):
@@ -82,7 +85,7 @@ def run_cell(bench, fraction, *, args, name, env):
             raise RuntimeError(f"fine-tune cell {bench.name} {fraction} failed (exit {done.returncode}); "
                                f"log {out}.log")
     with open(metrics_path) as f:
-        metrics = cell_metrics(bench.trainer["task"], json.load(f))
+        metrics = cell_metrics(bench, json.load(f))
     if search:
         with open(os.path.join(out, "search.json")) as f:
             metrics["chosen"] = json.load(f)["chosen"]

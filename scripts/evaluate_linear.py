@@ -7,12 +7,14 @@ Each bench reads its dataset with the task's own code and config (``TASK/configs
   intensities; ICC(3,1) averaged over AUs on the test split (``au_intensity.engine.au_metrics``); floor 0.
 - ``emotion/affectnet`` (train -> val): ridge one-vs-all classifier -> accuracy (floor: the training
   majority class); ridge -> valence / arousal, CCC (``emotion.engine.emotion_metrics``; floor 0).
-- ``recognition/ijbb``: no training; the pooled features are the embedding, scored by the IJB 1:1
+- ``recognition/ijbb``, ``recognition/ijbc``: no training; the pooled features are the embedding, scored by the IJB 1:1
   protocol (``face_recognition.ijb``: flip sum, faceness weight, template pooling); TAR@FAR=1e-4
   (floor: the FAR, what random scores reach). The same cell for every fraction.
-- ``landmarks/300w`` (train -> private, else full): ridge on spatial features (layer3 + layer4 pooled to
-  2x2) to the 68 points in the crop frame, mapped back to the image, NME (%) inter-ocular
-  (``landmarks.scores``); floor: the training mean shape. NOT the paper's heatmap-head linear protocol.
+- ``landmarks/300w`` (train -> private, else full), ``landmarks/wflw`` (train -> test), ``landmarks/aflw19``
+  (train -> full): ridge on spatial features (layer3 + layer4 pooled to 2x2) to the points in the crop frame,
+  mapped back to the image, the dataset's NME (%) (inter-ocular; AFLW-19 NME_diag of the AFLWinfo box;
+  ``landmarks.scores``); penalty validation grouped by source image; floor: the training mean shape. NOT the
+  paper's heatmap-head linear protocol.
 - ``3d/aflw2000`` (300W-LP -> AFLW2000-3D): ridge on the same spatial features to the mesh's 68 landmark
   vertices in the normalised crop frame (``reconstruction3d.data``), mapped back to the image, NME (68 points,
   %, mean of the three |yaw| bins; ``common.metrics.landmarks.nme_aflw2000`` with the config's yaw source);
@@ -191,17 +193,20 @@ class EmotionBench(Bench):
 
 
 class RecognitionBench(Bench):
-    """IJB-B 1:1: pooled features as the embedding, no training; TAR@FAR=1e-4 (paper §5.1, Table 4)."""
-    task, dataset, folder, metrics, flip_sum, per_fraction = "recognition", "ijbb", "IJBB", ("tar@1e-4",), True, False
+    """IJB-B / IJB-C 1:1: pooled features as the embedding, no training; TAR@FAR=1e-4 (paper §5.1, Table 4)."""
+    task, metrics, flip_sum, per_fraction = "recognition", ("tar@1e-4",), True, False
 
-    def __init__(self, root, synthetic):
+    def __init__(self, dataset, root, synthetic):
         from face_recognition.ijb import ijb_dataset, read_ijb_meta
-        cfg = self.task_config("face_recognition", "vggface2", synthetic, os.path.dirname(root),
-                               ["eval.benchmarks=[ijbb]"])
-        self.train_data = os.path.join(os.path.dirname(root), cfg.data.vggface2)  # the fine-tune protocol's
+        self.dataset, self.folder = dataset, dataset.upper()
+        data = os.path.dirname(root)   # one fine-tuning run (run_name) is evaluated on every IJB set in DATA
+        present = [b for b in ("ijbb", "ijbc") if os.path.isdir(os.path.join(data, b.upper()))]
+        cfg = self.task_config("face_recognition", "vggface2", synthetic, data, [f"eval.benchmarks=[{','.join(present)}]"])
+        self.run_name = "recognition_vggface2"
+        self.train_data = os.path.join(data, cfg.data.vggface2)                  # the fine-tune protocol's
         d = cfg.data
         self.preprocessing = {"size": d.size, "mean": list(d.mean), "std": list(d.std), "flip_sum": True}
-        self.meta = read_ijb_meta(root, "ijbb")
+        self.meta = read_ijb_meta(root, dataset)
         self.splits = {"test": (ijb_dataset(self.meta, size=d.size, mean=d.mean, std=d.std),
                                 [str(f) for f in self.meta["files"]])}
 
@@ -216,22 +221,31 @@ class RecognitionBench(Bench):
 
 
 class LandmarksBench(Bench):
-    """300W: ridge on spatial features -> 68 crop-frame points, NME inter-ocular (%) (not the paper's heatmap
-    head; paper §5.2, Table 6 column "test set" = the private 600)."""
-    task, dataset, folder, metrics, spatial = "landmarks", "300w", "300W", ("nme_io",), True
+    """300W / WFLW / AFLW-19: ridge on spatial features -> crop-frame points, the dataset's NME (%) (not the paper's
+    heatmap head; paper §5.2, Table 6's test sets: 300W private 600 (else full), WFLW test, AFLW full NME_diag)."""
+    task, spatial = "landmarks", True
+    TEST_SPLITS = {"300w": ("private", "full"), "wflw": ("test",), "aflw19": ("full",)}
 
-    def __init__(self, root, synthetic):
-        from landmarks import formats
+    def __init__(self, dataset, root, synthetic):
+        from landmarks import formats, scores
         from landmarks.data import LandmarkDataset
-        cfg = self.task_config("landmarks", "300w", synthetic, root)
+        self.dataset, self.folder = dataset, {"300w": "300W", "wflw": "WFLW", "aflw19": "AFLW"}[dataset]
+        self.metric = scores.PRIMARY[dataset]
+        self.metrics = (self.metric,)
+        extra = [f"data.dataset={dataset}"] + ([f"data.test_splits=[{self.TEST_SPLITS[dataset][0]}]"]
+                                               if dataset != "300w" else [])
+        cfg = self.task_config("landmarks", dataset, synthetic, root, extra)
         d = cfg.data
         self.input_size, self.box_scale = d.input_size, d.box_scale
         self.preprocessing = {"input_size": d.input_size, "box_scale": d.box_scale, "box": d.box}
-        train = formats.load_split("300w", root, "train", d.box)
-        try:
-            test = formats.load_split("300w", root, "private", d.box)
-        except (FileNotFoundError, formats.DatasetFormatError):
-            test = formats.load_split("300w", root, "full", d.box)
+        train = formats.load_split(dataset, root, "train", d.box)
+        for split in self.TEST_SPLITS[dataset]:
+            try:
+                test = formats.load_split(dataset, root, split, d.box)
+                break
+            except (FileNotFoundError, formats.DatasetFormatError):
+                if split == self.TEST_SPLITS[dataset][-1]:
+                    raise
         self.test_split = test.split
         self.samples = {"train": train, "test": test}
         self.splits = {s: (LandmarkDataset(v, input_size=d.input_size, box_scale=d.box_scale), v.keys)
@@ -240,24 +254,26 @@ class LandmarksBench(Bench):
     def score(self, feats, rows, seed):
         from common.transforms import apply_to_points, invert
         from landmarks import scores
+        from scripts.sweep_tasks import _source_image
         crops = {s: ds.crops for s, (ds, _) in self.splits.items()}
         train, test = self.samples["train"], self.samples["test"]
         te = np.flatnonzero(feats["test"]["seen"])
         y = apply_to_points(crops["train"], torch.from_numpy(train.points)).numpy().reshape(len(train), -1)
 
-        def nme_io(pred, split, idx):
-            pts = torch.from_numpy(pred.reshape(len(idx), -1, 2))
-            back = apply_to_points(invert(crops[split][idx]), pts).numpy()
-            return scores.per_image_nmes("300w", back, self.samples[split].points[idx])["nme_io"]
+        def nmes(pred, split, idx):
+            samples = self.samples[split]
+            back = apply_to_points(invert(crops[split][idx]), torch.from_numpy(pred.reshape(len(idx), -1, 2)))
+            boxes = None if samples.dataset_boxes is None else samples.dataset_boxes[idx]
+            return scores.per_image_nmes(self.dataset, back.numpy(), samples.points[idx], boxes)[self.metric]
 
         pred, alpha = ridge_fit_predict(
-            feats["train"]["spatial"][rows], y[rows], feats["test"]["spatial"][te], groups=rows, metric="nme_io",
-            seed=seed, score=lambda p, v: float(nme_io(p, "train", rows[v]).mean()))
-        nme = round(100 * float(nme_io(pred, "test", te).mean()), 4)
-        floor = scores.mean_shape_nme("300w", train.select(rows), test.select(te), input_size=self.input_size,
+            feats["train"]["spatial"][rows], y[rows], feats["test"]["spatial"][te], metric=self.metric, seed=seed,
+            groups=[_source_image(train.keys[i]) for i in rows],    # WFLW / AFLW: faces of one image together
+            score=lambda p, v: float(nmes(p, "train", rows[v]).mean()))
+        floor = scores.mean_shape_nme(self.dataset, train.select(rows), test.select(te), input_size=self.input_size,
                                       box_scale=self.box_scale)
-        return ({"nme_io": nme, "alpha": alpha, "n_test": int(len(te)), "test_split": self.test_split},
-                {"nme_io": round(floor, 4)})
+        return ({self.metric: round(100 * float(nmes(pred, "test", te).mean()), 4), "alpha": alpha,
+                 "n_test": int(len(te)), "test_split": self.test_split}, {self.metric: round(floor, 4)})
 
 
 class _Landmarks3D(torch.utils.data.Dataset):
@@ -340,8 +356,16 @@ BENCHES = {
     "au": [("disfa", "DISFA", lambda r, s: AUBench("disfa", r, s)),
            ("bp4d", "BP4D", lambda r, s: AUBench("bp4d", r, s))],
     "emotion": [("affectnet", "AffectNet", EmotionBench)],
-    "recognition": [("ijbb", "IJBB", RecognitionBench)],
-    "landmarks": [("300w", "300W", LandmarksBench)],
+    "recognition": [(d, d.upper(), lambda r, s, d=d: RecognitionBench(d, r, s)) for d in ("ijbb", "ijbc")],
+    "landmarks": [(d, f, lambda r, s, d=d: LandmarksBench(d, r, s))
+                  for d, f in (("300w", "300W"), ("wflw", "WFLW"), ("aflw19", "AFLW"))],
     "3d": [("aflw2000", "300W_LP", Landmarks3DBench)],
 }
-PRIMARY = {"au": "icc_mean", "emotion": "accuracy", "recognition": "tar@1e-4", "landmarks": "nme_io", "3d": "nme68"}
+PRIMARY = {"au": "icc_mean", "emotion": "accuracy", "recognition": "tar@1e-4", "landmarks": "nme_io", "3d": "nme68",
+           "landmarks/aflw19": "nme_diag"}   # task or task/dataset -> the radar's axis metric
+
+
+def primary(cell):
+    """The radar metric of a cell id ``task/dataset[/fraction]``."""
+    task, dataset = cell.split("/")[:2]
+    return PRIMARY.get(f"{task}/{dataset}", PRIMARY[task])

@@ -17,7 +17,7 @@ import yaml
 
 from common.files import write_text_atomic
 from common.metrics import LOWER_IS_BETTER, lower_is_better
-from scripts.evaluate_linear import PRIMARY
+from scripts.evaluate_linear import primary
 from scripts.sweep_plot import draw_polygons
 
 PAPER_FRACTIONS = {"100%": "1.0", "10%": "0.1", "2%": "0.02", "1%": "0.01"}
@@ -131,7 +131,7 @@ def plot_radar(results, path):
     fig = plt.figure(figsize=(5.2, 5.2))
     ax = fig.add_subplot(polar=True)
     if axes:
-        metric = [PRIMARY[a.split("/")[0]] for a in axes]
+        metric = [primary(a) for a in axes]
         table = np.array([[r.get("cells", {}).get(a, {}).get("metrics", {}).get(m, np.nan)
                            for a, m in zip(axes, metric)]
                           for r in results.values()], dtype=float)

@@ -3,6 +3,7 @@ init and a short SwAV run), every task, feature-cache reuse and corruption recov
 its per-cell search; the timm checkpoint layout."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ from common.backbone import Backbone, build_backbone
 from scripts import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = ("au/disfa", "au/bp4d", "emotion/affectnet", "recognition/ijbb", "landmarks/300w", "3d/aflw2000")
-SPLITS = 11   # feature extractions: a train and a test split per task, IJB-B's test split only
+TASKS = ("au/disfa", "au/bp4d", "emotion/affectnet", "recognition/ijbb", "recognition/ijbc", "landmarks/300w",
+         "landmarks/wflw", "landmarks/aflw19", "3d/aflw2000")
+SPLITS = 16   # feature extractions: a train and a test split per bench, the IJB sets' test split only
 
 
 def _run(data, out, *extra):
@@ -65,11 +67,15 @@ def _swav_backbone(unlabelled, out):
 
 def test_evaluate_two_backbones_cache_and_corruption(small_preset, synthetic_root, tmp_path, capsys):
     """Every task: the small preset's DISFA, 300W and IJB-B (enough faces for the 300W ridge to beat the mean
-    shape) and the tiny preset's BP4D, AffectNet and 300W-LP -> AFLW2000-3D; a random init, then a short SwAV run.
+    shape) and the tiny preset's BP4D, AffectNet, IJB-C, WFLW, AFLW and 300W-LP -> AFLW2000-3D; a random init,
+    then a short SwAV run.
     The 3D ridge learns on the small preset (outside CI: NME68 10.04 vs mean shape 18.78, scripts/README.md)."""
-    data, out = small_preset("disfa", "300w", "ijbb"), tmp_path / "eval"
-    for name in ("BP4D", "AffectNet", "300W_LP", "AFLW2000", "face_model"):
-        (data / name).symlink_to(synthetic_root / name)
+    small, data, out = small_preset("disfa", "300w", "ijbb"), tmp_path / "data", tmp_path / "eval"
+    data.mkdir()
+    shutil.copy(synthetic_root / "manifest.json", data)    # AFLW's split size is stated in the tiny manifest
+    for name in ("DISFA", "300W", "IJBB", "BP4D", "AffectNet", "IJBC", "WFLW", "AFLW", "300W_LP", "AFLW2000",
+                 "face_model"):
+        (data / name).symlink_to((small if (small / name).is_dir() else synthetic_root) / name)
     start = time.time()
     first = _run(data, out)
     cold = time.time() - start
@@ -154,7 +160,7 @@ def test_dry_run_counts_the_finetune_search(synthetic_root, tmp_path, capsys, mo
     monkeypatch.setenv("DRY_RUN", "1")
     monkeypatch.setenv("SEARCH", "1")
     evaluate.main(["--synthetic", "--data", str(synthetic_root), "--out", str(tmp_path / "o"), "--tasks",
-                   "landmarks,au/disfa", "--fractions", "1.0,0.1", "--protocol", "both", "--set", "optim.epochs=4"])
+                   "landmarks/300w,au/disfa", "--fractions", "1.0,0.1", "--protocol", "both", "--set", "optim.epochs=4"])
     text = capsys.readouterr().out
     assert "cell finetune landmarks/300w/0.1" in text and "cell linear au/disfa/1.0" in text
     # per cell 18 runs of 2, 4 or 8 epochs (6 each: 84 epochs) and a refit at the longest (8): 19 runs, 92 epochs
