@@ -1,8 +1,9 @@
-"""One command to evaluate any face backbone on the paper's tasks with the linear protocol (issue 20; paper §3.3,
-§5, App. A.3), at feature-cache speed.
+"""One command to evaluate any face backbone on the paper's five tasks (issue 20; paper §3.3, §5, App. A.3): the
+linear protocol at feature-cache speed, the fine-tune protocol through the task trainers, or both.
 
     python -m scripts.evaluate --init PATH|imagenet|scratch --data DATA --tasks all --fractions 1.0,0.1,0.02 \
-        --protocol linear --out runs/eval [--name NAME] [--arch resnet50] [--model module:function] [--synthetic]
+        --protocol linear|finetune|both --out runs/eval [--name NAME] [--arch resnet50] [--model module:function] \
+        [--set KEY=VALUE] [--launch "torchrun --nproc_per_node=8 -m"] [--synthetic]
 
 ``--init``: anything ``common.backbone.build_backbone`` reads (our checkpoints, FRL / SwAV / MoCo / torchvision /
 timm ResNet state dicts, ``scratch``, ``imagenet``). ``--model module:function``: any nn.Module factory (called
@@ -10,15 +11,18 @@ with no argument) whose forward gives pooled features (N, D); for a ResNet the t
 globally average-pooled). A module with ``feature_maps`` (our Backbone) also gives the spatial features that the
 landmarks ridge uses; for one without, landmarks use its pooled features.
 ``DATA`` holds the datasets' folders: DISFA/ BP4D/ AffectNet/ IJBB/ IJBC/ 300W/ WFLW/ AFLW/ 300W_LP/ AFLW2000/
-(common.synthetic's names; VGGFace2/ for the fine-tune protocol's face recognition; the 3D model file that reconstruction3d's config names, e.g. BFM.mat, in DATA too); a task whose folder is
-absent or unreadable is skipped and listed in the report with the reason.
+(common.synthetic's names), the 3D model file that reconstruction3d's config names (e.g. BFM.mat) and, for the
+fine-tune protocol's face recognition, VGGFace2/; a task whose folder is absent or unreadable is skipped and
+listed in the report with the reason (reading a bench's annotations with the task's loader is its data check).
 ``--synthetic``: writes (once) the ``small`` synthetic preset into DATA (default OUT/data), ResNet-18, the tasks'
-synthetic.yaml sizes (<= 64 px): the whole harness on CPU in a few minutes. ``DRY_RUN=1`` prints the cells
-and the compute (feature extractions x images) without running.
+synthetic.yaml sizes (<= 64 px): the linear harness on CPU in a few minutes. ``DRY_RUN=1`` prints the cells
+and the compute (feature extractions x images; fine-tune training runs x epochs) without running.
 
-Outputs: OUT/cache/<key>/ (common.feature_cache), OUT/results/<name>.json (every finished cell; a rerun skips
-them, ``--force`` recomputes them from the cache), OUT/report.md and OUT/radar.png (scripts/evaluate_report.py).
-The protocols are in scripts/evaluate_linear.py. The last stdout line is the results JSON.
+Outputs: OUT/cache/<key>/ (common.feature_cache), OUT/results/<name>.json and <name>.finetune.json (every
+finished cell; a rerun skips them, ``--force`` recomputes linear cells from the cache), OUT/finetune/<name>/ (the
+trainers' runs), OUT/report.md and OUT/radar.png (scripts/evaluate_report.py). The protocols are in
+scripts/evaluate_linear.py and scripts/evaluate_finetune.py. The last stdout line is the results JSON,
+{protocol: results}.
 """
 import argparse
 import importlib
@@ -55,8 +59,7 @@ def parse(argv=None):
     p.add_argument("--init", default="scratch", help="scratch | imagenet | checkpoint path (any known layout)")
     p.add_argument("--arch", default=None, help="resnet50 (default) | resnet18 (default with --synthetic)")
     p.add_argument("--model", default="", help="module:function returning an nn.Module (overrides --init/--arch)")
-    p.add_argument("--data", default="",
-                   help="folder of the datasets (DISFA/ BP4D/ AffectNet/ IJBB/ 300W/ 300W_LP/ AFLW2000/)")
+    p.add_argument("--data", default="", help="folder of the datasets (the module docstring lists them)")
     p.add_argument("--tasks", default="all", help=f"all or a comma list of {','.join(BENCHES)} or task/dataset")
     p.add_argument("--fractions", default="1.0,0.1,0.02", help="training fractions (App. A.3 few-shot regimes)")
     p.add_argument("--protocol", default="linear", choices=["linear", "finetune", "both"],
@@ -231,9 +234,6 @@ def run_linear(args, benches, results):
 
 def run_finetune(args, benches, results):
     """The task trainers (scripts/evaluate_finetune.py) for every cell not yet in ``results``."""
-    if args.model:
-        raise SystemExit("--protocol finetune: the task trainers fine-tune --init checkpoints; a --model factory "
-                         "can only be evaluated with --protocol linear")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     computed = []
     for bench_name, bench in benches.items():
@@ -255,6 +255,9 @@ def run_finetune(args, benches, results):
 def main(argv=None):
     """{protocol: results} of the run; results/<name>.json (linear) and results/<name>.finetune.json hold them."""
     args = parse(argv)
+    if args.model and args.protocol != "linear":
+        raise SystemExit("--protocol finetune: the task trainers fine-tune --init checkpoints; a --model factory "
+                         "can only be evaluated with --protocol linear")
     if args.synthetic and os.environ.get("DRY_RUN") != "1":
         ensure_synthetic(args.data)
     benches, skipped = load_benches(args)
