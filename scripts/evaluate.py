@@ -67,7 +67,10 @@ def parse(argv=None):
                         "| both")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="finetune: a config override for every trainer (e.g. optim.epochs=20); repeatable")
-    p.add_argument("--launch", default="", help='finetune: trainer launcher, e.g. "torchrun --nproc_per_node=8 -m"')
+    p.add_argument("--launch", default="", help='trainer launcher, e.g. "torchrun --nproc_per_node=8 -m"')
+    p.add_argument("--no-landmarks-head", dest="landmarks_head", action="store_false",
+                   help="linear: skip the paper's linear landmarks protocol (frozen backbone, heatmap head trained by "
+                        "landmarks.train); the spatial-feature ridge is still reported")
     p.add_argument("--out", default="runs/eval", help="output folder (cache/, results/, report.md, radar.png)")
     p.add_argument("--name", default="", help="backbone row name (default from --init / --model)")
     p.add_argument("--seed", type=int, default=0, help="subset, hold-out and scratch-init seed")
@@ -193,16 +196,32 @@ def dry_run(args, benches, results):
         if protocol == "linear":
             images = sum(len(ds) * (2 if bench.flip_sum else 1) for b, bench in benches.items() if todo[b]
                          for ds, _ in bench.splits.values())
+            heads = [count(benches[b], c.rsplit("/", 1)[1], args=args, adaptation="linear") for b, cs in todo.items()
+                     for c in cs if head_cell(benches[b], args)]
             print(f"dry run, linear: {cells} cells, {sum(len(b.splits) for b in benches.values())} feature "
-                  f"extractions (at most; cached ones are skipped), {images} images through the backbone")
+                  f"extractions (at most; cached ones are skipped), {images} images through the backbone; "
+                  f"landmark heads: {sum(r['runs'] for r in heads)} training runs, {sum(r['epochs'] for r in heads)} "
+                  f"epochs")
         else:
             runs = [count(benches[b], c.rsplit("/", 1)[1], args=args) for b, cs in todo.items() for c in cs]
             print(f"dry run, finetune (SEARCH={int(search_enabled(args.synthetic))}): {cells} cells, "
                   f"{sum(r['runs'] for r in runs)} training runs, {sum(r['epochs'] for r in runs)} epochs")
 
 
+def trainer_env():
+    """The environment of the task trainers: this repository importable from any working folder."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def head_cell(bench, args) -> bool:
+    """True when a linear cell also trains the paper's landmarks head on the frozen backbone (landmarks.train
+    model.adaptation=linear: §3.3 "linear layer adaptation", the §5.2 heatmap head)."""
+    return bench.task == "landmarks" and args.landmarks_head and not args.model
+
+
 def run_linear(args, benches, results):
-    """Ridge heads on cached frozen features (scripts/evaluate_linear.py) for every cell not yet in ``results``."""
+    """Ridge heads on cached frozen features (scripts/evaluate_linear.py) for every cell not yet in ``results``;
+    landmark cells also get the paper's linear protocol (``head_cell``) as ``<metric>_head``."""
     model, ident = build_model(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -227,6 +246,11 @@ def run_linear(args, benches, results):
             else:
                 metrics, floor = bench.score(feats, rows, args.seed)
             results["cells"][cell] = {"metrics": metrics, "floor": floor, "n_train": int(len(rows))}
+            if head_cell(bench, args):
+                head, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"], env=trainer_env(),
+                                     adaptation="linear")
+                metrics[f"{bench.metric}_head"] = head[bench.metric]
+                results["cells"][cell]["head_run"] = os.path.abspath(run)
             computed.append(cell)
             log(f"{results['name']} linear {cell}: {json.dumps(metrics)} (floor {json.dumps(floor)})")
     results.update(backbone=ident, last_run={"cache": dict(cache.stats), "cells_computed": computed})
@@ -234,7 +258,7 @@ def run_linear(args, benches, results):
 
 def run_finetune(args, benches, results):
     """The task trainers (scripts/evaluate_finetune.py) for every cell not yet in ``results``."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = trainer_env()
     computed = []
     for bench_name, bench in benches.items():
         missing = getattr(bench, "train_data", None)

@@ -47,42 +47,48 @@ def search_enabled(synthetic) -> bool:
     return os.environ.get("SEARCH", "0" if synthetic else "1") == "1"
 
 
-def _overrides(bench, args, fraction):
-    """The trainer's overrides of one cell: the bench's data, the backbone, the fraction, the task's own checkpoint
-    selection off (a config's ``data.val_split`` may name a test split; ``sweep_tasks.TASKS``), then ``--set``."""
-    return [*bench.trainer["overrides"], f"model.init={args.init}", f"model.arch={args.arch}",
+def _overrides(bench, args, fraction, adaptation):
+    """The trainer's overrides of one cell: the bench's data, the backbone and its adaptation, the fraction, the
+    task's own checkpoint selection off (a config's ``data.val_split`` may name a test split;
+    ``sweep_tasks.TASKS``), then ``--set``."""
+    frozen = ["model.adaptation=linear"] if adaptation == "linear" else []   # FR / 3D configs only fine-tune
+    return [*bench.trainer["overrides"], f"model.init={args.init}", f"model.arch={args.arch}", *frozen,
             f"data.fraction={fraction}", *TASKS[bench.trainer["task"]]["off"], *args.set]
 
 
-def command(bench, args, fraction, out, search):
-    """One cell's command: a sweep (search) or one training run, into ``out``."""
+def command(bench, args, fraction, out, search, adaptation="finetune"):
+    """One cell's command: a sweep (search) or one training run, into ``out``. With a frozen backbone
+    (``adaptation="linear"``) the default grid drops the backbone-relative lr."""
     task, config = bench.trainer["task"], bench.trainer["config"]
-    overrides = _overrides(bench, args, fraction)
+    overrides = _overrides(bench, args, fraction, adaptation)
     launch = shlex.split(args.launch) if args.launch else [sys.executable, "-m"]
     if not search:
         return [*launch, f"{task}.train", "--config", config, *overrides, f"out={out}"]
     from common.config import load_config
     grid = os.environ.get("SEARCH_GRID") or default_grid(task, load_config(config, overrides).optim.epochs)
+    if adaptation == "linear":
+        grid = grid.split(",backbone_lr_mult=")[0]
     return [sys.executable, SWEEP, "--task", task, "--config", config, "--grid", grid, "--out", out + ".search",
             "--final-out", out, "--launch", shlex.join(launch), *overrides]
 
 
-def run_cell(bench, fraction, *, args, name, env):
-    """(metrics, run folder) of one fine-tune cell of backbone ``name``: trained, or read from a finished run."""
+def run_cell(bench, fraction, *, args, name, env, adaptation="finetune"):
+    """(metrics, run folder) of one cell of backbone ``name`` trained by the task's trainer with ``adaptation``
+    (finetune, or linear: the paper's frozen backbone and trained head), or read from a finished run."""
     run_name = getattr(bench, "run_name", f"{bench.task}_{bench.dataset}")   # IJB-B and IJB-C share one run
-    out = os.path.join(args.out, "finetune", name, f"{run_name}_{fraction}")
+    out = os.path.join(args.out, adaptation, name, f"{run_name}_{fraction}")
     search = search_enabled(args.synthetic)
     metrics_path = os.path.join(out, "metrics.json")
     if not os.path.isfile(metrics_path):
-        cmd = command(bench, args, fraction, out, search)
+        cmd = command(bench, args, fraction, out, search, adaptation)
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        log(f"fine-tune {bench.name} {fraction} ({'search' if search else 'one run'}), log {out}.log")
+        log(f"{adaptation} {bench.name} {fraction} ({'search' if search else 'one run'}), log {out}.log")
         with open(out + ".log", "a") as f:
             f.write("$ " + shlex.join(cmd) + "\n")
             f.flush()
             done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         if done.returncode:
-            raise RuntimeError(f"fine-tune cell {bench.name} {fraction} failed (exit {done.returncode}); "
+            raise RuntimeError(f"{adaptation} cell {bench.name} {fraction} failed (exit {done.returncode}); "
                                f"log {out}.log")
     with open(metrics_path) as f:
         metrics = cell_metrics(bench, json.load(f))
@@ -92,13 +98,13 @@ def run_cell(bench, fraction, *, args, name, env):
     return metrics, out
 
 
-def count(bench, fraction, *, args) -> dict:
+def count(bench, fraction, *, args, adaptation="finetune") -> dict:
     """{"runs", "epochs"} of one cell for DRY_RUN: ``sweep.py --count`` (search), else 1 run of E epochs."""
     from common.config import load_config
-    overrides = _overrides(bench, args, fraction)
+    overrides = _overrides(bench, args, fraction, adaptation)
     if not search_enabled(args.synthetic):
         return {"runs": 1, "epochs": int(load_config(bench.trainer["config"], overrides).optim.epochs)}
-    cmd = command(bench, args, fraction, "dry-run", True)
+    cmd = command(bench, args, fraction, "dry-run", True, adaptation)
     cmd = cmd[:cmd.index("--final-out")] + ["--count"] + overrides
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -201,7 +201,8 @@ class RecognitionBench(Bench):
         self.dataset, self.folder = dataset, dataset.upper()
         data = os.path.dirname(root)   # one fine-tuning run (run_name) is evaluated on every IJB set in DATA
         present = [b for b in ("ijbb", "ijbc") if os.path.isdir(os.path.join(data, b.upper()))]
-        cfg = self.task_config("face_recognition", "vggface2", synthetic, data, [f"eval.benchmarks=[{','.join(present)}]"])
+        cfg = self.task_config("face_recognition", "vggface2", synthetic, data,
+                               [f"eval.benchmarks=[{','.join(present)}]"])
         self.run_name = "recognition_vggface2"
         self.train_data = os.path.join(data, cfg.data.vggface2)                  # the fine-tune protocol's
         d = cfg.data

@@ -22,8 +22,9 @@ SPLITS = 16   # feature extractions: a train and a test split per bench, the IJB
 
 
 def _run(data, out, *extra):
+    """The linear protocol; the paper's landmarks heads are trained in the fine-tune protocol's test."""
     return evaluate.main(["--synthetic", "--data", str(data), "--out", str(out), "--fractions", "1.0,0.1",
-                          *extra])["linear"]
+                          "--no-landmarks-head", *extra])["linear"]
 
 
 def _metrics(results):
@@ -127,8 +128,9 @@ def test_finetune_protocol_searches_each_cell_and_never_selects_on_test(syntheti
     monkeypatch.setenv("SEARCH", "1")
     monkeypatch.setenv("SEARCH_GRID", "lr=1e-3,3e-3")
     out = tmp_path / "eval"
-    args = ["--synthetic", "--data", str(synthetic_root), "--out", str(out), "--tasks", "landmarks", "--fractions",
-            "1.0", "--protocol", "finetune", "--set", "optim.epochs=1", "--set", "data.num_workers=0"]
+    base = ["--synthetic", "--data", str(synthetic_root), "--out", str(out), "--tasks", "landmarks/300w",
+            "--fractions", "1.0", "--set", "optim.epochs=1", "--set", "data.num_workers=0"]
+    args = base + ["--protocol", "finetune"]
     cell = evaluate.main(args)["finetune"]["cells"]["landmarks/300w/1.0"]
     assert np.isfinite(cell["metrics"]["nme_io"]) and cell["metrics"]["chosen"]["optim.lr"] in ("1e-3", "3e-3")
     run = cell["run"]
@@ -144,6 +146,13 @@ def test_finetune_protocol_searches_each_cell_and_never_selects_on_test(syntheti
     assert "| scratch_resnet18 (finetune) |" in (out / "report.md").read_text()
     with pytest.raises(SystemExit, match="--protocol linear"):
         evaluate.main(args + ["--model", "torchvision.models:resnet18"])
+
+    monkeypatch.setenv("SEARCH", "0")      # the linear protocol's landmarks cell: the ridge and the paper's head
+    linear = evaluate.main(base + ["--protocol", "linear"])["linear"]
+    cell = linear["cells"]["landmarks/300w/1.0"]
+    assert np.isfinite(cell["metrics"]["nme_io"]) and np.isfinite(cell["metrics"]["nme_io_head"])
+    with open(os.path.join(cell["head_run"], "config.yaml")) as f:
+        assert "adaptation: linear" in f.read()          # frozen backbone (common.engine checks it is unchanged)
 
 
 def test_dry_run_prints_cells(tmp_path, capsys, monkeypatch):
