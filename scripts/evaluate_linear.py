@@ -7,14 +7,15 @@ Each bench reads its dataset with the task's own code and config (``TASK/configs
   intensities; ICC(3,1) averaged over AUs on the test split (``au_intensity.engine.au_metrics``); floor 0.
 - ``emotion/affectnet`` (train -> val): ridge one-vs-all classifier -> accuracy (floor: the training
   majority class); ridge -> valence / arousal, CCC (``emotion.engine.emotion_metrics``; floor 0).
-- ``recognition/ijbb``, ``recognition/ijbc``: no training; the pooled features are the embedding, scored by the IJB 1:1
-  protocol (``face_recognition.ijb``: flip sum, faceness weight, template pooling); TAR@FAR=1e-4
+- ``recognition/ijbb``, ``recognition/ijbc``: no training; the pooled features are the embedding, scored by the
+  IJB 1:1 protocol (``face_recognition.ijb``: flip sum, faceness weight, template pooling); TAR@FAR=1e-4
   (floor: the FAR, what random scores reach). The same cell for every fraction.
 - ``landmarks/300w`` (train -> private, else full), ``landmarks/wflw`` (train -> test), ``landmarks/aflw19``
   (train -> full): ridge on spatial features (layer3 + layer4 pooled to 2x2) to the points in the crop frame,
   mapped back to the image, the dataset's NME (%) (inter-ocular; AFLW-19 NME_diag of the AFLWinfo box;
-  ``landmarks.scores``); penalty validation grouped by source image; floor: the training mean shape. NOT the
-  paper's heatmap-head linear protocol.
+  ``landmarks.scores``); penalty validation grouped by source image; floor: the training mean shape. This ridge
+  is not the paper's linear protocol for landmarks; scripts/evaluate.py also trains that one (frozen backbone,
+  the §5.2 heatmap head, ``landmarks.train model.adaptation=linear``) and reports it as ``<metric>_head``.
 - ``3d/aflw2000`` (300W-LP -> AFLW2000-3D): ridge on the same spatial features to the mesh's 68 landmark
   vertices in the normalised crop frame (``reconstruction3d.data``), mapped back to the image, NME (68 points,
   %, mean of the three |yaw| bins; ``common.metrics.landmarks.nme_aflw2000`` with the config's yaw source);
