@@ -9,8 +9,8 @@ Per video (a DISFA subject, a BP4D subject/task), frames in frame-number order:
      batched, keeping the face the detector scores highest in each frame; with ``--centre points``
      (default) the box keeps MTCNN's size and is re-centred on the mean of its five points (eye
      centres, nose tip, mouth corners): MTCNN's box reaches up into the forehead, so its centre sits
-     0.11 box sides above the face's (median over the small synthetic BP4D training subjects; 0.03
-     re-centred, p90 distance 0.15 -> 0.08 box sides); ``--centre box`` keeps MTCNN's box;
+     0.11 face heights above the rendered face's (median over the small synthetic BP4D training subjects;
+     0.03 re-centred; 90th percentile of the centre distance 0.15 -> 0.08); ``--centre box`` keeps MTCNN's box;
   2. smooth: each coordinate is the median of the detections in a window of ``--window``
      consecutive frames (a few false or jittery detections do not move the box);
   3. fill: a frame without a detection takes the smoothed boxes of the detected frames before and

@@ -195,6 +195,13 @@ def test_boxes_command_finds_the_faces_of_synthetic_bp4d_frames(tmp_path, synthe
     assert train.index.counts["no_box"] == 0 and np.isfinite(train.boxes).all() and len(train) > 0
 
 
+def test_boxes_centre_on_the_five_points_keeps_the_size():
+    from au_intensity.boxes import centre_on_points
+    boxes = np.array([[0.0, 0.0, 10.0, 20.0]])
+    points = np.array([[[5.0, 6.0], [9.0, 6.0], [7.0, 9.0], [5.0, 12.0], [9.0, 12.0]]])   # mean (7, 9)
+    np.testing.assert_allclose(centre_on_points(boxes, points), [[2.0, -1.0, 12.0, 19.0]])
+
+
 def test_missing_box_file_fails_before_the_run_folder_and_none_warns(tmp_path, synthetic_root, capsys):
     """The configs crop the face boxes by default: without the box file training stops before writing anything,
     naming the file and the command that writes it; whole frames need data.boxes=none and print a warning."""
