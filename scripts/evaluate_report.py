@@ -96,21 +96,28 @@ def write_report(out):
              "to the points (not the paper's heatmap / mesh-decoder heads); recognition = pooled features as the "
              "embedding, no training. Rows NAME (finetune): the task trainers, each cell searched on its own "
              "training data when SEARCH=1 (scripts/evaluate_finetune.py). Paper rows are labelled with their "
-             "protocol.", "",
-             "| backbone | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in results.items():
-        cells = r.get("cells", {})
-        values = [cells.get(c.rsplit("/", 1)[0], {}).get("metrics", {}).get(c.rsplit("/", 1)[1]) for c in cols]
-        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
+             "protocol. One table per task.", ""]
     floors = {}
     for r in results.values():
         for cell_id, cell in r.get("cells", {}).items():
             for m, v in cell.get("floor", {}).items():
                 floors.setdefault(f"{cell_id}/{m}", v)
-    lines.append("| floor (image ignored) | " + " | ".join(_fmt(floors.get(c)) for c in cols) + " |")
-    for label, row in paper_rows().items():
-        if any(c in row for c in cols):
-            lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    papers = paper_rows()
+    for task in dict.fromkeys(c.split("/")[0] for c in cols):
+        task_cols = [c for c in cols if c.split("/")[0] == task]
+        lines += [f"## {task}", "", "| backbone | " + " | ".join(c.split("/", 1)[1] for c in task_cols) + " |",
+                  "|---" * (len(task_cols) + 1) + "|"]
+        for name, r in results.items():
+            cells = r.get("cells", {})
+            values = [cells.get(c.rsplit("/", 1)[0], {}).get("metrics", {}).get(c.rsplit("/", 1)[1])
+                      for c in task_cols]
+            if any(v is not None for v in values):
+                lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
+        lines.append("| floor (image ignored) | " + " | ".join(_fmt(floors.get(c)) for c in task_cols) + " |")
+        for label, row in papers.items():
+            if any(c in row for c in task_cols):
+                lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in task_cols) + " |")
+        lines.append("")
     skipped = {k: v for r in results.values() for k, v in r.get("skipped", {}).items()}
     if skipped:
         lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in sorted(skipped.items())]

@@ -114,8 +114,9 @@ def test_evaluate_two_backbones_cache_and_corruption(small_preset, synthetic_roo
     report = (out / "report.md").read_text()
     rows = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ")]
     assert {"scratch_resnet18", "swav"} <= set(rows)
-    for task in TASKS:
-        assert f"{task}/1.0/" in report
+    for task in TASKS:                                                          # one table per task
+        assert f"## {task.split('/')[0]}\n" in report and f"| {task.split('/')[1]}/1.0/" in report.split(
+            f"## {task.split('/')[0]}\n")[1].split("## ")[0]
     assert "paper (fine-tune, Table 2)" in report and "paper (fine-tune, Tables 6/9/12): Ours (VGG-F)" in report
     saved = json.loads((out / "results" / "swav.json").read_text())
     assert np.isfinite(saved["cells"]["au/disfa/1.0"]["metrics"]["icc_mean"])
