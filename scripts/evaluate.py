@@ -202,8 +202,10 @@ def dry_run(args, benches, results):
                   f"extractions (at most; cached ones are skipped), {images} images through the backbone; "
                   f"landmark heads: {sum(r['runs'] for r in heads)} training runs, {sum(r['epochs'] for r in heads)} "
                   f"epochs")
-        else:
-            runs = [count(benches[b], c.rsplit("/", 1)[1], args=args) for b, cs in todo.items() for c in cs]
+        else:   # one entry per training run folder (IJB-B and IJB-C share one face recognition run)
+            runs = {(getattr(benches[b], "run_name", b), c.rsplit("/", 1)[1]):
+                    count(benches[b], c.rsplit("/", 1)[1], args=args) for b, cs in todo.items() for c in cs}
+            runs = list(runs.values())
             print(f"dry run, finetune (SEARCH={int(search_enabled(args.synthetic))}): {cells} cells, "
                   f"{sum(r['runs'] for r in runs)} training runs, {sum(r['epochs'] for r in runs)} epochs")
 

@@ -8,8 +8,9 @@
   ``optim.epochs`` (``--set optim.epochs=N`` changes it).
 - ``SEARCH=0`` (the default with ``--synthetic``): one run at the config's setting.
 Runs live in OUT/finetune/<backbone>/<task>_<dataset>_<fraction>[.search]/ (the linear protocol's landmark
-heads in OUT/linear/...); a finished cell (its metrics.json) is not trained again. The trainer gets the backbone as ``model.init`` (any layout ``common.backbone`` reads) and
-``model.arch``; a ``--model module:function`` backbone cannot be fine-tuned by the trainers and is refused.
+heads in OUT/linear/...); a finished cell (its metrics.json) is not trained again. The trainer gets the backbone
+as ``model.init`` (any layout ``common.backbone`` reads) and ``model.arch``; a ``--model module:function``
+backbone cannot be fine-tuned by the trainers and is refused.
 The number read from each trainer's metrics.json (``sweep_tasks.TASKS[task]["test"]``) is the linear protocol's
 metric on the same test set: 300W private (else full) / WFLW test / AFLW full NME, ICC on DISFA fold 0 / BP4D
 devel, AffectNet accuracy and valence / arousal CCC, IJB-B / IJB-C TAR@FAR=1e-4 (one trainer run on DATA/VGGFace2,

@@ -140,7 +140,8 @@ def test_finetune_protocol_searches_each_cell_and_never_selects_on_test(syntheti
     with open(os.path.join(run, "search.json")) as f:
         refit = json.load(f)["refit_overrides"]
     assert "data.num_workers=0" in refit
-    assert [o for o in refit if o.startswith("data.val_split=")][-1] == "data.val_split="   # the test split "common": off
+    val_split = [o for o in refit if o.startswith("data.val_split=")]
+    assert val_split[-1] == "data.val_split="          # synthetic.yaml's "common" (a test split) is switched off
     assert len(list((out / "finetune" / "scratch_resnet18" / "landmarks_300w_1.0.search" / "runs").iterdir())) == 2
     again = evaluate.main(args)["finetune"]
     assert again["last_run"]["cells_computed"] == []
@@ -170,7 +171,8 @@ def test_dry_run_counts_the_finetune_search(synthetic_root, tmp_path, capsys, mo
     monkeypatch.setenv("DRY_RUN", "1")
     monkeypatch.setenv("SEARCH", "1")
     evaluate.main(["--synthetic", "--data", str(synthetic_root), "--out", str(tmp_path / "o"), "--tasks",
-                   "landmarks/300w,au/disfa", "--fractions", "1.0,0.1", "--protocol", "both", "--set", "optim.epochs=4"])
+                   "landmarks/300w,au/disfa", "--fractions", "1.0,0.1", "--protocol", "both", "--set",
+                   "optim.epochs=4"])
     text = capsys.readouterr().out
     assert "cell finetune landmarks/300w/0.1" in text and "cell linear au/disfa/1.0" in text
     # per cell 18 runs of 2, 4 or 8 epochs (6 each: 84 epochs) and a refit at the longest (8): 19 runs, 92 epochs
