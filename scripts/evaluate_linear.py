@@ -309,10 +309,11 @@ class Landmarks3DBench(Bench):
     def __init__(self, root, synthetic):
         from reconstruction3d import formats
         from reconstruction3d.data import MeshDataset, load_topology
+        from reconstruction3d.engine import aflw2000_yaws
         root = os.path.dirname(root)                          # data.root holds 300W_LP/, AFLW2000/ and the model
         cfg = self.task_config("reconstruction3d", "300wlp", synthetic, root, ["data.test_sets=[aflw2000]"])
         d = cfg.data
-        self.root, self.input_size, self.eval = root, d.input_size, cfg.eval
+        self.input_size = d.input_size
         topology, bfm = load_topology(cfg.model.topology, root)
         self.preprocessing = {"input_size": d.input_size, "box_scale": d.box_scale, "landmarks": "mesh68",
                               "pt3d_one_based": bool(d.pt3d_one_based), "topology": str(cfg.model.topology)}
@@ -322,19 +323,20 @@ class Landmarks3DBench(Bench):
                                                     pt3d_one_based=s == "test" and bool(d.pt3d_one_based)),
                                         test=s == "test"), [k for k, _, _ in items])
                        for s, items in self.items.items()}
+        # |yaw| per test image from the config's source (None: each .mat's Pose_Para, carried in the labels)
+        self.yaws, self.yaw_info = aflw2000_yaws(root, len(self.items["test"]),
+                                                 source=cfg.eval.get("yaw_source", "pose_file"),
+                                                 pose_file=cfg.eval.get("pose_file", formats.POSE_FILE))
 
     def score(self, feats, rows, seed):
         from common.metrics.landmarks import nme_aflw2000
         from reconstruction3d.data import denormalise_vertices
-        from reconstruction3d.engine import aflw2000_yaws
         from scripts.sweep_tasks import r3d_group
         keys = self.splits["train"][1]
         te = np.flatnonzero(feats["test"]["seen"])
         y, truth = feats["train"]["label"], feats["test"]["label"][te]
         gt, matrix = truth[:, :204].reshape(-1, 68, 3), truth[:, 204:213].reshape(-1, 3, 3)
-        yaws, info = aflw2000_yaws(self.root, len(self.items["test"]), source=self.eval.get("yaw_source", "pose_file"),
-                                   pose_file=self.eval.get("pose_file"))
-        yaw = truth[:, 213] if yaws is None else np.asarray(yaws, dtype=np.float64)[te]
+        yaw = truth[:, 213] if self.yaws is None else np.asarray(self.yaws, dtype=np.float64)[te]
 
         def nme68(pred):
             image = denormalise_vertices(torch.from_numpy(pred.reshape(len(te), 68, 3)), matrix, self.input_size)
@@ -349,7 +351,7 @@ class Landmarks3DBench(Bench):
                                         score=crop_error)
         floor = nme68(np.tile(y[rows].mean(0), (len(te), 1)))
         metrics = {"nme68": round(nme68(pred), 4), "alpha": alpha, "n_test": int(len(te)),
-                   "yaw_source": info["yaw_source"]}
+                   "yaw_source": self.yaw_info["yaw_source"]}
         return metrics, {"nme68": round(floor, 4)}
 
 
