@@ -210,11 +210,6 @@ def dry_run(args, benches, results):
                   f"{sum(r['runs'] for r in runs)} training runs, {sum(r['epochs'] for r in runs)} epochs")
 
 
-def trainer_env():
-    """The environment of the task trainers: this repository importable from any working folder."""
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def head_cell(bench, args) -> bool:
     """True when a linear cell also trains the paper's landmarks head on the frozen backbone (landmarks.train
     model.adaptation=linear: §3.3 "linear layer adaptation", the §5.2 heatmap head)."""
@@ -249,7 +244,7 @@ def run_linear(args, benches, results):
                 metrics, floor = bench.score(feats, rows, args.seed)
             results["cells"][cell] = {"metrics": metrics, "floor": floor, "n_train": int(len(rows))}
             if head_cell(bench, args):
-                head, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"], env=trainer_env(),
+                head, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"],
                                      adaptation="linear")
                 metrics[f"{bench.metric}_head"] = head[bench.metric]
                 results["cells"][cell]["head_run"] = os.path.abspath(run)
@@ -260,7 +255,6 @@ def run_linear(args, benches, results):
 
 def run_finetune(args, benches, results):
     """The task trainers (scripts/evaluate_finetune.py) for every cell not yet in ``results``."""
-    env = trainer_env()
     computed = []
     for bench_name, bench in benches.items():
         missing = getattr(bench, "train_data", None)
@@ -271,7 +265,7 @@ def run_finetune(args, benches, results):
         for cell in bench_cells(bench, args.fractions):
             if not args.force and cell in results["cells"]:
                 continue
-            metrics, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"], env=env)
+            metrics, run = run_cell(bench, cell.rsplit("/", 1)[1], args=args, name=results["name"])
             results["cells"][cell] = {"metrics": metrics, "run": os.path.abspath(run)}
             computed.append(cell)
             log(f"{results['name']} finetune {cell}: {json.dumps(metrics)}")

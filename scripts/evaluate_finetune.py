@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from common.logger import log
-from scripts.sweep_tasks import TASKS, default_grid
+from scripts.sweep_tasks import TASKS, default_grid, run_logged
 
 SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep.py")
 
@@ -73,7 +73,7 @@ def command(bench, args, fraction, out, search, adaptation="finetune"):
             "--final-out", out, "--launch", shlex.join(launch), *overrides]
 
 
-def run_cell(bench, fraction, *, args, name, env, adaptation="finetune"):
+def run_cell(bench, fraction, *, args, name, adaptation="finetune"):
     """(metrics, run folder) of one cell of backbone ``name`` trained by the task's trainer with ``adaptation``
     (finetune, or linear: the paper's frozen backbone and trained head), or read from a finished run."""
     run_name = getattr(bench, "run_name", f"{bench.task}_{bench.dataset}")   # IJB-B and IJB-C share one run
@@ -81,16 +81,8 @@ def run_cell(bench, fraction, *, args, name, env, adaptation="finetune"):
     search = search_enabled(args.synthetic)
     metrics_path = os.path.join(out, "metrics.json")
     if not os.path.isfile(metrics_path):
-        cmd = command(bench, args, fraction, out, search, adaptation)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
         log(f"{adaptation} {bench.name} {fraction} ({'search' if search else 'one run'}), log {out}.log")
-        with open(out + ".log", "a") as f:
-            f.write("$ " + shlex.join(cmd) + "\n")
-            f.flush()
-            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        if done.returncode:
-            raise RuntimeError(f"{adaptation} cell {bench.name} {fraction} failed (exit {done.returncode}); "
-                               f"log {out}.log")
+        run_logged(command(bench, args, fraction, out, search, adaptation), out + ".log")
     with open(metrics_path) as f:
         metrics = cell_metrics(bench, json.load(f))
     if search:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +39,7 @@ from common.files import write_json  # noqa: E402
 from common.logger import log, progress  # noqa: E402
 from common.subsample import save_keys  # noqa: E402
 from sweep_plot import radar  # noqa: E402
-from sweep_tasks import ALIASES, TASKS, carve, data_point_keys  # noqa: E402
+from sweep_tasks import ALIASES, TASKS, carve, data_point_keys, run_logged  # noqa: E402
 
 VAL_SCRIPT = os.path.join(ROOT, "scripts", "sweep_val.py")
 
@@ -125,25 +124,6 @@ def plan(args, spec, grid):
                               os.path.join(run_dir, "last.pth"), *val_args, "--out",
                               os.path.join(run_dir, "val.json")]))
     return jobs, validation, launch
-
-
-def run_logged(cmd, log_path):
-    """Run ``cmd`` with its output in ``log_path``; on failure raise with the log's tail."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a") as f:
-        f.write("$ " + shlex.join(cmd) + "\n")
-        f.flush()
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env())
-    if done.returncode:
-        with open(log_path) as f:
-            tail = "".join(f.readlines()[-15:])
-        raise SystemExit(f"sweep: command failed (exit {done.returncode}), log {log_path}:\n{tail}")
-
-
-def child_env():
-    """The caller's environment with the repository importable, so runs start from any folder."""
-    path = os.environ.get("PYTHONPATH", "")
-    return dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + path if path else ""))
 
 
 def emit(jobs, kind, out):

@@ -21,7 +21,11 @@ a validation set drawn from the data point's own training data, never on a test 
     python scripts/sweep_tasks.py TASK EPOCHS      # prints the default grid of a data point (scripts/common.sh)
 """
 import os
+import shlex
+import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Short grid names (paper §3.3: learning rate, scheduler duration, backbone relative learning rate).
 ALIASES = {"lr": "optim.lr", "epochs": "optim.epochs", "backbone_lr_mult": "optim.backbone_lr_mult",
@@ -43,6 +47,22 @@ def default_grid(task, epochs) -> str:
     e = int(epochs)
     lengths = f"{e}" if task == "face_recognition" else f"{max(e // 2, 1)},{e},{2 * e}"
     return f"lr={SEARCH_LRS[task]},epochs={lengths},backbone_lr_mult=0.1,1"
+
+
+def run_logged(cmd, log_path):
+    """Run ``cmd`` (a training or validation run of a sweep, or of scripts/evaluate.py) with its output appended
+    to ``log_path`` and the repository importable from any folder; on failure raise with the log's tail."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    path = os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + path if path else ""))
+    with open(log_path, "a") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-15:])
+        raise SystemExit(f"command failed (exit {done.returncode}), log {log_path}:\n{tail}")
 
 
 def _device():
