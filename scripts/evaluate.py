@@ -177,7 +177,8 @@ def features(bench, model, ident, cache, args, device):
     return out
 
 
-def load_results(path, name, protocol):
+def read_results(path, name, protocol):
+    """One results file (OUT/results/NAME[.finetune].json) with its defaults; evaluate_report.load_results reads all."""
     results = {"name": name, "protocol": protocol, "cells": {}, "skipped": {}}
     if os.path.isfile(path):
         with open(path) as f:
@@ -285,7 +286,7 @@ def main(argv=None):
     protocols = ["linear", "finetune"] if args.protocol == "both" else [args.protocol]
     paths = {p: os.path.join(args.out, "results", name + ("" if p == "linear" else f".{p}") + ".json")
              for p in protocols}
-    results = {p: load_results(paths[p], name, p) for p in protocols}
+    results = {p: read_results(paths[p], name, p) for p in protocols}
     if os.environ.get("DRY_RUN") == "1":
         return dry_run(args, benches, results)
     for protocol in protocols:
