@@ -148,13 +148,19 @@ def test_box_smoothing_and_fallbacks_by_hand():
     from au_intensity.boxes import face_boxes, smooth_and_fill
     a, nan = [10.0, 20.0, 50.0, 70.0], [np.nan] * 4
     raw = np.array([nan, a, [90.0, 90, 130, 130], a, nan, a, a, a, nan])
-    filled, source = smooth_and_fill(np.arange(1, 10), raw, 5, (0, 0, 1, 1))
+    filled, source = smooth_and_fill(np.arange(1, 10), raw, (5, 5), (0, 0, 1, 1))
     np.testing.assert_allclose(filled, np.tile(a, (9, 1)))
     assert source.tolist() == [2, 0, 0, 0, 1, 0, 0, 0, 2]
+    # a head moving 10 px a frame, its box side jittering 40 +- 4: a 1-frame centre window follows the head,
+    # a 5-frame size window keeps the side at 40 (one window of 7 would have dragged the centre)
+    cx, side = 100.0 + 10 * np.arange(7), 40.0 + np.array([0, 4, -4, 0, 4, -4, 0])
+    moving = np.stack([cx - side / 2, 50 - side / 2, cx + side / 2, 50 + side / 2], axis=1)
+    filled, _ = smooth_and_fill(np.arange(7), moving, (1, 5), (0, 0, 1, 1))
+    np.testing.assert_allclose(filled, np.stack([cx - 20, np.full(7, 30), cx + 20, np.full(7, 70)], axis=1))
     keys = ["F001/T1/30", "F001/T1/10", "F002/T1/5", "F001/T1/20", "M001/T1/1"]
     raw = np.array([[20.0, 0, 30, 10], [0.0, 0, 10, 10], nan, nan, nan])
     sizes = np.array([[48, 64]] * 4 + [[np.nan, np.nan]], dtype=float)        # M001: unreadable
-    rows, boxes, codes = face_boxes(keys, raw, sizes, window=1)
+    rows, boxes, codes = face_boxes(keys, raw, sizes, windows=(1, 1))
     assert rows.tolist() == [1, 3, 0, 2] and codes.tolist() == [0, 1, 0, 3]
     np.testing.assert_allclose(boxes, [[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [-0.5, -0.5, 63.5, 47.5]])
 
@@ -169,8 +175,8 @@ def test_boxes_command_finds_the_faces_of_synthetic_bp4d_frames(tmp_path, synthe
     """``python -m au_intensity.boxes`` on the tiny BP4D copy, whose 192x144 frames hold the face in a part of
     the picture: a box for every labelled frame, a count per fallback (the middle one of three frames blanked:
     interpolated from its neighbours), IoU > 0.5 with the writer's true face boxes on >= 90 % of the frames
-    (measured: 60 detected, 1 interpolated, 3 whole-frame; IoU > 0.5 on 61 of 64, median 0.75, the
-    interpolated one 0.77), and the loader with the config's default data.boxes uses every box. Held-out ICC
+    (measured: 60 detected, 1 interpolated, 3 whole-frame; IoU > 0.5 on 61 of 64, median 0.81, the
+    interpolated one 0.91), and the loader with the config's default data.boxes uses every box. Held-out ICC
     with detected vs true boxes is measured outside CI (au_intensity/README.md, "Face boxes on the synthetic
     set")."""
     from au_intensity.boxes import main as boxes_main
