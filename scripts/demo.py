@@ -37,6 +37,7 @@ if ROOT not in sys.path:
 
 from common.files import write_json, write_text_atomic  # noqa: E402
 from common.logger import progress  # noqa: E402
+from scripts.sweep_tasks import run_logged  # noqa: E402
 
 DATA_SEED = 1            # a synthetic seed no test uses
 FRACTIONS = ("1.0", "0.1", "0.02")
@@ -93,14 +94,6 @@ def jobs(out):
     return todo
 
 
-def run_logged(cmd, log_path, env):
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-
-
 def stage(timings, name, fn):
     t0, c0, load = time.time(), cpu_seconds(), os.getloadavg()[0]
     print(f"\n== {name} (load average {load:.2f})", flush=True)
@@ -140,12 +133,9 @@ def finetune(out, env, n_jobs):
           f"(logs: {out}/ft/<run>/stdout.log)")
     child = dict(env, OMP_NUM_THREADS="1", FACEREP_PROGRESS="0")
     with ThreadPoolExecutor(n_jobs) as pool:
-        futures = {pool.submit(run_logged, c, os.path.join(out, "ft", n, "stdout.log"), child): n for n, c in todo}
+        futures = [pool.submit(run_logged, c, os.path.join(out, "ft", n, "stdout.log"), child, ROOT) for n, c in todo]
         for future in progress(as_completed(futures), desc="fine-tuning", total=len(futures)):
-            if future.result():
-                name = futures[future]
-                tail = open(os.path.join(out, "ft", name, "stdout.log")).readlines()[-10:]
-                raise SystemExit(f"demo: run {name} failed:\n{''.join(tail)}")
+            future.result()                                              # a failed run: SystemExit with its log's tail
 
 
 def metric(out, task, name):

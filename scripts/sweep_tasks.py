@@ -49,16 +49,17 @@ def default_grid(task, epochs) -> str:
     return f"lr={SEARCH_LRS[task]},epochs={lengths},backbone_lr_mult=0.1,1"
 
 
-def run_logged(cmd, log_path):
-    """Run ``cmd`` (a training or validation run of a sweep, or of scripts/evaluate.py) with its output appended
-    to ``log_path`` and the repository importable from any folder; on failure raise with the log's tail."""
+def run_logged(cmd, log_path, env=None, cwd=None):
+    """Run ``cmd`` (a training or validation run of a sweep, of scripts/evaluate.py or of the demo) in ``cwd``
+    with ``env`` (default: this process's) and its output appended to ``log_path``, the repository importable
+    from any folder; on failure raise with the log's tail."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    path = os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + path if path else ""))
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_path, "a") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        done = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
