@@ -174,9 +174,11 @@ def _iou(a, b):
 def test_boxes_command_finds_the_faces_of_synthetic_bp4d_frames(tmp_path, synthetic_root):
     """``python -m au_intensity.boxes`` on the tiny BP4D copy, whose 192x144 frames hold the face in a part of
     the picture: a box for every labelled frame, a count per fallback (the middle one of three frames blanked:
-    interpolated from its neighbours), IoU > 0.5 with the writer's true face boxes on >= 90 % of the frames
-    (measured: 60 detected, 1 interpolated, 3 whole-frame; IoU > 0.5 on 61 of 64, median 0.81, the
-    interpolated one 0.91), and the loader with the config's default data.boxes uses every box. Held-out ICC
+    interpolated from its neighbours), the videos without any face detected again at lower thresholds, IoU > 0.5
+    with the writer's true face boxes on >= 95 % of the frames (measured: 62 detected, 2 of them on the retry,
+    1 interpolated, 1 nearest, no whole frame; IoU > 0.5 on 64 of 64, median 0.81, the interpolated one 0.91;
+    without the retry 3 frames were whole frames), and the loader with the config's default data.boxes uses
+    every box. Held-out ICC
     with detected vs true boxes is measured outside CI (au_intensity/README.md, "Face boxes on the synthetic
     set")."""
     from au_intensity.boxes import main as boxes_main
@@ -193,12 +195,28 @@ def test_boxes_command_finds_the_faces_of_synthetic_bp4d_frames(tmp_path, synthe
     assert sorted(boxes) == sorted(index.keys) and counts["frames"] == counts["written"] == len(index.keys)
     assert sum(counts[k] for k in ("detected", "interpolated", "nearest", "whole_frame")) == len(index.keys)
     assert counts["interpolated"] >= 1                                    # the blank frame
+    assert counts["found_on_retry"] >= 1 and counts["retried"] >= counts["found_on_retry"]
     assert json.loads((root / "face_boxes.json").read_text())["counts"] == counts
     iou = _iou(np.array([boxes[k] for k in index.keys]), np.array([truth[k] for k in index.keys]))
-    assert (iou > 0.5).mean() >= 0.9 and iou[blank] > 0.5, (np.round(iou, 2), counts)
+    assert (iou > 0.5).mean() >= 0.95 and iou[blank] > 0.5, (np.round(iou, 2), counts)
     cfg = load_config(os.path.join(ROOT, "au_intensity/configs/bp4d.yaml"), [f"data.root={root}"])
     train = split_dataset("train", **{k: cfg.data[k] for k in LAYOUT_KEYS})
     assert train.index.counts["no_box"] == 0 and np.isfinite(train.boxes).all() and len(train) > 0
+
+
+def test_boxes_retry_only_the_videos_without_any_detection():
+    """The second, lower-threshold pass takes the readable frames of videos where the first found no face."""
+    import argparse
+    from au_intensity.boxes import thresholds_arg, undetected_videos
+    keys = ["F001/T1/1", "F001/T1/2", "F002/T1/1", "F002/T1/2", "F002/T1/3", "M001/T1/1"]
+    nan, box = [np.nan] * 4, [0.0, 0.0, 10.0, 10.0]
+    raw = np.array([nan, box, nan, nan, nan, nan])
+    sizes = np.array([[48, 64]] * 4 + [[np.nan, np.nan], [48, 64]], dtype=float)   # F002/T1/3 unreadable
+    assert undetected_videos(keys, raw, sizes).tolist() == [2, 3, 5]
+    assert thresholds_arg("0.4,0.5,0.5") == (0.4, 0.5, 0.5) and thresholds_arg("none") is None
+    for bad in ("0.4,0.5", "a,b,c"):
+        with pytest.raises(argparse.ArgumentTypeError, match="three comma-separated numbers"):
+            thresholds_arg(bad)
 
 
 def test_boxes_centre_on_the_five_points_keeps_the_size():

@@ -69,7 +69,7 @@ def load_mtcnn_nets(weights_dir: Path | None = None):
     return nets
 
 
-def build_mtcnn(weights=None, *, device="cpu", min_face=20.0) -> MTCNN:
+def build_mtcnn(weights=None, *, device="cpu", min_face=20.0, thresholds=(0.6, 0.7, 0.7)) -> MTCNN:
     """MTCNN with the weights in folder `weights` (default ~/.cache/facerep/mtcnn); `min_face` (px)
-    sets its pyramid (cascade thresholds 0.6 / 0.7 / 0.7)."""
-    return MTCNN(*load_mtcnn_nets(weights), min_face=min_face, device=device)
+    sets its pyramid; `thresholds` are the three stages' face-score cut-offs (facenet-pytorch's defaults)."""
+    return MTCNN(*load_mtcnn_nets(weights), min_face=min_face, thresholds=thresholds, device=device)
