@@ -23,7 +23,7 @@ Per video (a DISFA subject, a BP4D subject/task), frames in frame-number order:
      moves, and MTCNN's box side jitters by a few per cent from frame to frame. (One window of 7 for all four
      coordinates, the first version, dragged the centre behind the moving head of the synthetic videos: centre
      jitter against the true box 0.042 -> 0.026 of the face side with 3/25, side jitter 0.024 -> 0.021;
-     au_intensity/README.md "Face boxes on the synthetic set");
+     au_intensity/README.md "Smoothing");
   3. fill: a frame without a detection takes the smoothed boxes of the detected frames before and
      after it, interpolated linearly in frame number ("interpolated"), or the nearest one's at the
      ends of the video ("nearest"); a video with no detection at all gets the whole frame
