@@ -178,9 +178,8 @@ def test_boxes_command_finds_the_faces_of_synthetic_bp4d_frames(tmp_path, synthe
     with the writer's true face boxes on >= 95 % of the frames (measured: 62 detected, 2 of them on the retry,
     1 interpolated, 1 nearest, no whole frame; IoU > 0.5 on 64 of 64, median 0.81, the interpolated one 0.91;
     without the retry 3 frames were whole frames), and the loader with the config's default data.boxes uses
-    every box. Held-out ICC
-    with detected vs true boxes is measured outside CI (au_intensity/README.md, "Face boxes on the synthetic
-    set")."""
+    every box. Held-out ICC by crop: the next test, and the fine-tunes of au_intensity/README.md ("Held-out ICC
+    by crop")."""
     from au_intensity.boxes import main as boxes_main
     from test_curate_detector import mtcnn_weights
     root = tmp_path / "BP4D"
