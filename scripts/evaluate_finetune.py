@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from common.logger import log
-from scripts.sweep_tasks import TASKS, default_grid, run_logged
+from scripts.sweep_tasks import TASKS, default_grid, run_logged, without_axis
 
 SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep.py")
 
@@ -68,7 +68,7 @@ def command(bench, args, fraction, out, search, adaptation="finetune"):
     from common.config import load_config
     grid = os.environ.get("SEARCH_GRID") or default_grid(task, load_config(config, overrides).optim.epochs)
     if adaptation == "linear":
-        grid = grid.split(",backbone_lr_mult=")[0]
+        grid = without_axis(grid, "backbone_lr_mult")
     return [sys.executable, SWEEP, "--task", task, "--config", config, "--grid", grid, "--out", out + ".search",
             "--final-out", out, "--launch", shlex.join(launch), *overrides]
 

@@ -39,27 +39,9 @@ from common.files import write_json  # noqa: E402
 from common.logger import log, progress  # noqa: E402
 from common.subsample import save_keys  # noqa: E402
 from sweep_plot import radar  # noqa: E402
-from sweep_tasks import ALIASES, TASKS, carve, data_point_keys, run_logged  # noqa: E402
+from sweep_tasks import ALIASES, TASKS, carve, data_point_keys, parse_grid, run_logged  # noqa: E402
 
 VAL_SCRIPT = os.path.join(ROOT, "scripts", "sweep_val.py")
-
-
-def parse_grid(items):
-    """``["lr=1e-4,3e-4,epochs=60", "x=1"]`` -> [("lr", ["1e-4", "3e-4"]), ("epochs", ["60"]), ("x", ["1"])]."""
-    grid = []
-    for token in (t for item in items for t in item.split(",") if t.strip()):
-        if "=" in token:
-            key, value = token.split("=", 1)
-            if any(key.strip() == k for k, _ in grid):
-                raise ValueError(f"--grid names {key!r} twice")
-            grid.append((key.strip(), [value.strip()]))
-        elif not grid:
-            raise ValueError(f"--grid must start with key=value, got {token!r}")
-        else:
-            grid[-1][1].append(token.strip())
-    if not grid:
-        raise ValueError("--grid is empty")
-    return grid
 
 
 def resolve_key(name, config, task):

@@ -49,6 +49,30 @@ def default_grid(task, epochs) -> str:
     return f"lr={SEARCH_LRS[task]},epochs={lengths},backbone_lr_mult=0.1,1"
 
 
+def parse_grid(items):
+    """``["lr=1e-4,3e-4,epochs=60", "x=1"]`` -> [("lr", ["1e-4", "3e-4"]), ("epochs", ["60"]), ("x", ["1"])]."""
+    grid = []
+    for token in (t for item in items for t in item.split(",") if t.strip()):
+        if "=" in token:
+            key, value = token.split("=", 1)
+            if any(key.strip() == k for k, _ in grid):
+                raise ValueError(f"--grid names {key!r} twice")
+            grid.append((key.strip(), [value.strip()]))
+        elif not grid:
+            raise ValueError(f"--grid must start with key=value, got {token!r}")
+        else:
+            grid[-1][1].append(token.strip())
+    if not grid:
+        raise ValueError("--grid is empty")
+    return grid
+
+
+def without_axis(grid, name) -> str:
+    """A ``--grid`` string without the axis ``name`` (short or dotted, e.g. backbone_lr_mult)."""
+    kept = [(k, v) for k, v in parse_grid([grid]) if ALIASES.get(k, k) != ALIASES.get(name, name)]
+    return ",".join(f"{k}={','.join(v)}" for k, v in kept)
+
+
 def run_logged(cmd, log_path, env=None, cwd=None):
     """Run ``cmd`` (a training or validation run of a sweep, of scripts/evaluate.py or of the demo) in ``cwd``
     with ``env`` (default: this process's) and its output appended to ``log_path``, the repository importable

@@ -26,6 +26,14 @@ def test_parse_grid_keys_start_with_equals_and_values_follow():
         sweep.parse_grid(["lr=1", "lr=2"])
 
 
+def test_an_axis_leaves_the_grid_wherever_it_stands():
+    """A frozen backbone (evaluate's linear landmarks heads) searches without the backbone-relative lr."""
+    grid = sweep_tasks.default_grid("landmarks", 60)
+    assert sweep_tasks.without_axis(grid, "backbone_lr_mult") == "lr=3e-5,1e-4,3e-4,epochs=30,60,120"
+    assert sweep_tasks.without_axis("optim.backbone_lr_mult=0.1,1,lr=1,2,epochs=3", "backbone_lr_mult") == \
+        "lr=1,2,epochs=3"
+
+
 def test_grid_names_map_to_config_keys_and_missing_keys_name_the_task():
     assert sweep.resolve_key("lr", LM_CONFIG, "landmarks") == "optim.lr"
     assert sweep.resolve_key("backbone_lr_mult", LM_CONFIG, "landmarks") == "optim.backbone_lr_mult"
