@@ -148,6 +148,7 @@ def load_benches(args):
             continue
         try:
             benches[name] = make(root, args.synthetic)
+            benches[name].folder = folder
         except (FileNotFoundError, ValueError, KeyError, OSError) as e:
             skipped[name] = f"data not readable: {e}".splitlines()[0]
     for name, reason in skipped.items():

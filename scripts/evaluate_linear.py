@@ -114,6 +114,7 @@ class Bench:
     """One (task, dataset): ``splits`` {split: (torch Dataset, sample keys)} to extract, and ``score``;
     ``trainer`` {"task", "config", "overrides"}: the task's trainer on the same data (the fine-tune protocol)."""
     task, dataset, folder, metrics, spatial, flip_sum, per_fraction = "", "", "", (), False, False, True
+    # ``folder``: the bench's folder under --data, set by scripts/evaluate.load_benches from BENCHES
 
     @property
     def name(self):
@@ -133,7 +134,7 @@ class AUBench(Bench):
 
     def __init__(self, dataset, root, synthetic):
         from au_intensity.data import LAYOUT_KEYS, split_dataset
-        self.dataset, self.folder = dataset, dataset.upper()
+        self.dataset = dataset
         extra = [f"data.dataset={dataset}"]
         if synthetic and dataset == "bp4d":  # its default layout; the face fills part of the frame: crop the
             # writer's true boxes (au_intensity.boxes' crops score as they do at the same framing, au_intensity/README)
@@ -160,7 +161,7 @@ class AUBench(Bench):
 
 class EmotionBench(Bench):
     """AffectNet: ridge one-vs-all classes -> accuracy; ridge -> valence / arousal, CCC (paper App. D.1)."""
-    task, dataset, folder, metrics = "emotion", "affectnet", "AffectNet", ("accuracy", "valence_ccc", "arousal_ccc")
+    task, dataset, metrics = "emotion", "affectnet", ("accuracy", "valence_ccc", "arousal_ccc")
 
     def __init__(self, root, synthetic):
         from emotion.data import build_dataset, load_split
@@ -201,7 +202,7 @@ class RecognitionBench(Bench):
 
     def __init__(self, dataset, root, synthetic):
         from face_recognition.ijb import ijb_dataset, read_ijb_meta
-        self.dataset, self.folder = dataset, dataset.upper()
+        self.dataset = dataset
         data = os.path.dirname(root)   # one fine-tuning run (run_name) is evaluated on every IJB set in DATA
         present = [b for b in ("ijbb", "ijbc") if os.path.isdir(os.path.join(data, b.upper()))]
         cfg = self.task_config("face_recognition", "vggface2", synthetic, data,
@@ -233,7 +234,7 @@ class LandmarksBench(Bench):
     def __init__(self, dataset, root, synthetic):
         from landmarks import formats, scores
         from landmarks.data import LandmarkDataset
-        self.dataset, self.folder = dataset, {"300w": "300W", "wflw": "WFLW", "aflw19": "AFLW"}[dataset]
+        self.dataset = dataset
         self.metric = scores.PRIMARY[dataset]
         self.metrics = (self.metric,)
         extra = [f"data.dataset={dataset}"] + ([f"data.test_splits=[{self.TEST_SPLITS[dataset][0]}]"]
@@ -306,7 +307,7 @@ class _Landmarks3D(torch.utils.data.Dataset):
 class Landmarks3DBench(Bench):
     """300W-LP -> AFLW2000-3D: ridge on spatial features -> 68 landmark vertices, NME (68 points) by |yaw| bin
     (paper §5.5, Table 9 metric; not its mesh-decoder head)."""
-    task, dataset, folder, metrics, spatial = "3d", "aflw2000", "300W_LP", ("nme68",), True
+    task, dataset, metrics, spatial = "3d", "aflw2000", ("nme68",), True
 
     def __init__(self, root, synthetic):
         from reconstruction3d import formats
@@ -367,11 +368,13 @@ BENCHES = {
                   for d, f in (("300w", "300W"), ("wflw", "WFLW"), ("aflw19", "AFLW"))],
     "3d": [("aflw2000", "300W_LP", Landmarks3DBench)],
 }
-PRIMARY = {"au": "icc_mean", "emotion": "accuracy", "recognition": "tar@1e-4", "landmarks": "nme_io", "3d": "nme68",
-           "landmarks/aflw19": "nme_diag"}   # task or task/dataset -> the radar's axis metric
+PRIMARY = {"au": "icc_mean", "emotion": "accuracy", "recognition": "tar@1e-4", "3d": "nme68"}  # the radar's axes
 
 
 def primary(cell):
-    """The radar metric of a cell id ``task/dataset[/fraction]``."""
+    """The radar metric of a cell id ``task/dataset[/fraction]`` (landmarks: the dataset's, ``landmarks.scores``)."""
     task, dataset = cell.split("/")[:2]
-    return PRIMARY.get(f"{task}/{dataset}", PRIMARY[task])
+    if task == "landmarks":
+        from landmarks.scores import PRIMARY as LANDMARKS_PRIMARY
+        return LANDMARKS_PRIMARY[dataset]
+    return PRIMARY[task]
