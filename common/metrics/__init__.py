@@ -11,7 +11,8 @@ __all__ = [
 
 # The direction of every metric that can select a checkpoint (common.engine.Best) or a sweep's setting.
 LOWER_IS_BETTER = {
-    "nme_io": True, "nme_ip": True, "nme_box": True, "nme_diag": True, "nme": True, "nme68": True, "fr": True, "auc": False,
+    "nme_io": True, "nme_ip": True, "nme_box": True, "nme_diag": True, "nme": True, "nme68": True, "fr": True,
+    "auc": False,
     "icc_mean": False, "mae_mean": True, "rmse": True, "ccc": False, "pcc": False, "sagr": False, "accuracy": False,
 }
 
